@@ -1,0 +1,1 @@
+"""On-the-fly simulation of noisy, reverberant training mixtures, and offline starter material."""

@@ -1,0 +1,216 @@
+"""Lists of audio files with their metadata, from the layouts speech corpora come in.
+
+Every reader returns ``list[AudioItem]``. Durations come from file headers (or the manifest),
+never from decoding whole files. Files whose header cannot be read are skipped with one
+warning each; a manifest that names missing files fails up front, listing them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from data_sim.audio import AUDIO_EXTENSIONS, AudioError, audio_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AudioItem:
+    id: str
+    path: str
+    duration: float | None = None  # seconds
+    sample_rate: int | None = None
+    text: str | None = None
+    speaker: str | None = None
+    kind: str | None = None  # e.g. noise type, or "rir"
+
+
+class SourceError(ValueError):
+    """A source that cannot be used as a whole (missing files, unknown layout)."""
+
+
+def load_source(spec: str | Path) -> list[AudioItem]:
+    """Read a folder (LibriSpeech tree if it holds ``*.trans.txt``), a ``.jsonl`` manifest or a
+    Kaldi ``wav.scp``."""
+    path = Path(spec)
+    if not path.exists():
+        raise SourceError(f"data source not found: {path}")
+    if path.is_dir():
+        if next(path.rglob("*.trans.txt"), None) is not None:
+            return read_librispeech(path)
+        return scan_folder(path)
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    if path.suffix == ".scp":
+        return read_wav_scp(path)
+    raise SourceError(f"{path}: expected a folder, a .jsonl manifest or a wav.scp")
+
+
+def scan_folder(root: str | Path, exclude: tuple[str, ...] = ()) -> list[AudioItem]:
+    """All audio files under ``root`` (recursive, sorted); ids are relative paths without suffix.
+    Files whose name contains any of ``exclude`` are left out."""
+    root = Path(root)
+    paths = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS
+        and p.is_file()
+        and not any(x in p.name for x in exclude)
+    )
+    items = []
+    for p in paths:
+        rel = p.relative_to(root).with_suffix("").as_posix()
+        item = _with_header(AudioItem(id=rel, path=str(p)))
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def read_rir_folder(root: str | Path) -> list[AudioItem]:
+    """RIRs from a folder, OpenSLR26/28 layouts included: their isotropic noise recordings
+    (``*noise*``) live next to the RIRs and are not impulse responses."""
+    items = scan_folder(root, exclude=("noise",))
+    for item in items:
+        item.kind = "rir"
+    return items
+
+
+def read_librispeech(root: str | Path) -> list[AudioItem]:
+    """``SPK/CHAPTER/SPK-CHAPTER-UTT.flac`` with transcripts from ``SPK-CHAPTER.trans.txt``."""
+    root = Path(root)
+    items = []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            utt_id, _, text = line.strip().partition(" ")
+            if not utt_id:
+                continue
+            audio = next(
+                (trans.parent / f"{utt_id}{ext}" for ext in AUDIO_EXTENSIONS
+                 if (trans.parent / f"{utt_id}{ext}").exists()),
+                None,
+            )
+            if audio is None:
+                log.warning("skipping %s: no audio file next to %s", utt_id, trans)
+                continue
+            item = _with_header(
+                AudioItem(id=utt_id, path=str(audio), text=text, speaker=utt_id.split("-")[0])
+            )
+            if item is not None:
+                items.append(item)
+    return items
+
+
+def read_jsonl(manifest: str | Path) -> list[AudioItem]:
+    """One JSON object a line: ``path`` (absolute or relative to the manifest), optional ``id``,
+    ``duration``, ``text``, ``speaker``, ``kind``. Missing files fail up front, all listed."""
+    manifest = Path(manifest)
+    rows = []
+    for n, line in enumerate(manifest.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{manifest}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "path" not in row:
+            raise SourceError(f"{manifest}:{n}: each line needs a 'path'")
+        rows.append(row)
+    base = manifest.parent
+    fields = set(AudioItem.__dataclass_fields__)
+    items = []
+    for row in rows:
+        p = Path(row["path"])
+        kwargs = {k: v for k, v in row.items() if k in fields}
+        kwargs["path"] = str(p if p.is_absolute() else base / p)
+        kwargs.setdefault("id", Path(row["path"]).with_suffix("").as_posix())
+        items.append(AudioItem(**kwargs))
+    _require_existing(manifest, items)
+    return _fill_durations(items)
+
+
+def read_wav_scp(scp: str | Path) -> list[AudioItem]:
+    """Kaldi ``wav.scp`` (``UTT PATH`` lines), with ``text`` and ``utt2spk`` beside it if present.
+    Piped commands (``... |``) are not supported: they name no file."""
+    scp = Path(scp)
+    texts = _kaldi_table(scp.parent / "text")
+    speakers = _kaldi_table(scp.parent / "utt2spk")
+    items = []
+    for n, line in enumerate(scp.read_text().splitlines(), 1):
+        utt, _, path = line.strip().partition(" ")
+        if not utt:
+            continue
+        path = path.strip()
+        if path.endswith("|"):
+            raise SourceError(f"{scp}:{n}: piped commands are not supported; list files instead")
+        p = Path(path)
+        items.append(
+            AudioItem(
+                id=utt,
+                path=str(p if p.is_absolute() else scp.parent / p),
+                text=texts.get(utt),
+                speaker=speakers.get(utt),
+            )
+        )
+    _require_existing(scp, items)
+    return _fill_durations(items)
+
+
+def write_jsonl(items: list[AudioItem], manifest: str | Path) -> None:
+    """Write items as a manifest with paths relative to its folder where possible."""
+    manifest = Path(manifest)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for item in items:
+        row = {k: v for k, v in asdict(item).items() if v is not None}
+        p = Path(item.path)
+        if p.is_absolute() and p.is_relative_to(manifest.parent.resolve()):
+            row["path"] = p.relative_to(manifest.parent.resolve()).as_posix()
+        lines.append(json.dumps(row, ensure_ascii=False))
+    tmp = manifest.with_name(f".{manifest.name}.part")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(manifest)
+
+
+def _require_existing(where: Path, items: list[AudioItem]) -> None:
+    missing = [it.path for it in items if not Path(it.path).is_file()]
+    if missing:
+        shown = "\n  ".join(missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise SourceError(f"{where} names {len(missing)} missing file(s):\n  {shown}{more}")
+
+
+def _fill_durations(items: list[AudioItem]) -> list[AudioItem]:
+    out = []
+    for item in items:
+        if item.duration is not None:
+            out.append(item)
+        else:
+            filled = _with_header(item)
+            if filled is not None:
+                out.append(filled)
+    return out
+
+
+def _with_header(item: AudioItem) -> AudioItem | None:
+    try:
+        info = audio_info(item.path)
+    except AudioError as e:
+        log.warning("skipping %s", e)
+        return None
+    item.duration = info.duration
+    item.sample_rate = info.sample_rate
+    return item
+
+
+def _kaldi_table(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    table = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key:
+            table[key] = value.strip()
+    return table

@@ -1,0 +1,5 @@
+import sys
+
+from l3se.cli import main
+
+sys.exit(main())

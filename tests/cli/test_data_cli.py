@@ -1,0 +1,46 @@
+import json
+import subprocess
+import sys
+
+from data_sim.sources import load_source, write_jsonl
+from l3se.cli import main
+
+
+def test_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "l3se", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for cmd in ("data", "recipe"):
+        assert cmd in out
+
+
+def test_summary_on_a_corpus(corpus, capsys):
+    write_jsonl(load_source(corpus / "speech"), corpus / "speech.jsonl")
+    rc = main(["data", "summary", "-n", "12", "--workers", "0", "--json",
+               f"speech={corpus / 'speech.jsonl'}", f"noise={corpus / 'noise'}",
+               f"rir={corpus / 'rir'}", "mix.segment_seconds=2.0", "epoch_size=12"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["mixtures"] == 12 and s["speech_files"] == 6 and s["rir_files"] == 3
+    assert -5 <= s["snr_db"]["min"] <= s["snr_db"]["max"] <= 20
+    assert s["max_peak"] <= 0.99 + 1e-6 and s["skipped_files"] == []
+
+
+def test_user_mistakes_are_one_line_errors(corpus, capsys):
+    rc = main(["data", "summary", f"speech={corpus / 'nope.jsonl'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "data source not found" in err and "Traceback" not in err
+    rc = main(["data", "summary", "mix.snr_rnge=[0, 5]"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "mix.snr_rnge" in err and "mix.snr_range" in err
+    rc = main(["data", "evalset", str(corpus / "ev"), "--config", "huge"])
+    assert rc == 2 and "available: paper, tiny" in capsys.readouterr().err
+
+
+def test_evalset_cli(corpus, capsys):
+    out = corpus / "ev"
+    rc = main(["data", "evalset", str(out), f"speech={corpus / 'speech'}",
+               f"noise={corpus / 'noise'}", f"rir={corpus / 'rir'}", "n_utterances=3",
+               "min_seconds=3", "max_seconds=6"])
+    assert rc == 0 and "wrote 6 mixtures" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (out / "evalset.jsonl").read_text().splitlines()]
+    assert all((out / r["noisy"]).is_file() and (out / r["clean"]).is_file() for r in rows)
