@@ -1,0 +1,194 @@
+"""WavCodec: the acoustic teacher and the speech tokenizer/detokenizer of L3-SE.
+
+    wav [B, S] 16 kHz -> WavLM (frozen) -> L hidden states [B, T50, H]
+      -> LayerMixture -> ConvNeXt x6 -> 2 x2 downsamplers   -> latent [B, T12, D]   (12.5 Hz)
+      -> RVQ 8 x 1024 (DAC's quantizer)                      -> codes  [B, 8, T12]
+      -> 2 x2 upsamplers -> PosNet (ResNet/attention) -> ConvNeXt x12 -> iSTFT head -> [B, S]
+
+S is padded to a multiple of ``frame_length`` (1280 samples) and trimmed back, so
+T12 = ceil(S / 1280) and T50 = 4 * T12. The latent before quantization is the acoustic target
+that the NI-Encoder is distilled towards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from l3se.config import load_config, save_config
+from l3se.models.modules import Downsample, PosNet, Upsample
+from l3se.models.ssl import LayerMixture, SSLConfig, WavLMBackbone
+from l3se.models.weights import load_weights, save_weights
+
+SAMPLE_RATE = 16000
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class WavCodecConfig:
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    mixture_layer_norm: bool = True
+    dim: int = 1024
+    intermediate_dim: int = 2048
+    encoder_layers: int = 6
+    decoder_layers: int = 12
+    # Each stage halves (encoder) or doubles (decoder) the frame rate: 2 stages, 50 -> 12.5 Hz.
+    resample_stages: int = 2
+    n_codebooks: int = 8
+    codebook_size: int = 1024
+    # DAC's factorised codes: nearest-neighbour search in a low-dimensional, l2-normalised
+    # projection keeps codebook usage high without k-means init or dead-entry restarts.
+    codebook_dim: int = 8
+    # Share of a batch trained with a random number of codebooks (DAC's quantizer dropout);
+    # 0 because the LM always predicts all 8.
+    quantizer_dropout: float = 0.0
+    # Dropout inside the decoder's ResNet blocks (WavTokenizer uses 0.1).
+    dropout: float = 0.1
+    # iSTFT window: 4 x the 320-sample hop, as in WavTokenizer.
+    n_fft: int = 1280
+
+
+class AcousticEncoder(nn.Module):
+    """Mixed WavLM features [B, T50, H] -> latent [B, T50 / 2**stages, D].
+
+    Shared with the NI-Encoder's acoustic head, which has the same architecture."""
+
+    def __init__(self, input_dim: int, cfg: WavCodecConfig):
+        super().__init__()
+        from vocos.models import VocosBackbone
+
+        self.backbone = VocosBackbone(
+            input_channels=input_dim,
+            dim=cfg.dim,
+            intermediate_dim=cfg.intermediate_dim,
+            num_layers=cfg.encoder_layers,
+        )
+        self.downsample = Downsample(cfg.dim, cfg.resample_stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.backbone(x.transpose(1, 2))
+        return self.downsample(x.transpose(1, 2)).transpose(1, 2)
+
+
+class AcousticDecoder(nn.Module):
+    """Quantized latent [B, D, T12] -> waveform [B, T12 * 2**stages * hop]."""
+
+    def __init__(self, cfg: WavCodecConfig, hop: int):
+        super().__init__()
+        from vocos.heads import ISTFTHead
+        from vocos.models import VocosBackbone
+
+        self.upsample = Upsample(cfg.dim, cfg.resample_stages)
+        self.posnet = PosNet(cfg.dim, cfg.dropout)
+        self.backbone = VocosBackbone(
+            input_channels=cfg.dim,
+            dim=cfg.dim,
+            intermediate_dim=cfg.intermediate_dim,
+            num_layers=cfg.decoder_layers,
+        )
+        self.head = ISTFTHead(cfg.dim, n_fft=cfg.n_fft, hop_length=hop, padding="same")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.backbone(self.posnet(self.upsample(z)))
+        # exp() of predicted log-magnitudes and the overlap-add normalisation lose too much in
+        # bf16, so the head always runs in fp32.
+        with torch.autocast(x.device.type, enabled=False):
+            return self.head(x.float())
+
+
+@dataclass
+class CodecOutput:
+    audio: torch.Tensor  # [B, S] reconstruction, trimmed to the input length
+    codes: torch.Tensor  # [B, Q, T12]
+    latent: torch.Tensor  # [B, T12, D] encoder output before quantization
+    commitment_loss: torch.Tensor  # scalar
+    codebook_loss: torch.Tensor  # scalar
+
+
+class WavCodec(nn.Module):
+    """See the module docstring. ``frame_length`` samples per token frame (1280 at 16 kHz)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, cfg: WavCodecConfig):
+        super().__init__()
+        from dac.nn.quantize import ResidualVectorQuantize
+
+        self.cfg = cfg
+        self.ssl = WavLMBackbone(cfg.ssl)
+        self.mixture = LayerMixture(self.ssl.num_hidden_states, cfg.mixture_layer_norm)
+        self.encoder = AcousticEncoder(self.ssl.hidden_size, cfg)
+        self.quantizer = ResidualVectorQuantize(
+            input_dim=cfg.dim,
+            n_codebooks=cfg.n_codebooks,
+            codebook_size=cfg.codebook_size,
+            codebook_dim=cfg.codebook_dim,
+            quantizer_dropout=cfg.quantizer_dropout,
+        )
+        self.decoder = AcousticDecoder(cfg, hop=self.ssl.hop)
+        self.frame_length = self.ssl.hop * 2**cfg.resample_stages
+
+    def num_frames(self, num_samples: int) -> int:
+        return math.ceil(num_samples / self.frame_length)
+
+    def encode_latent(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """wav [B, S], lengths [B] -> pre-quantization latent [B, ceil(S/1280), D]."""
+        padded = F.pad(wav, (0, self.num_frames(wav.shape[-1]) * self.frame_length - wav.shape[-1]))
+        return self.encoder(self.mixture(self.ssl(padded, lengths)))
+
+    def quantize(
+        self, latent: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """latent [B, T12, D] -> (quantized [B, D, T12], codes [B, Q, T12], commitment loss,
+        codebook loss)."""
+        # Nearest-neighbour search on bf16 values flips codes between near-equal entries.
+        with torch.autocast(latent.device.type, enabled=False):
+            z, codes, _, commitment, codebook = self.quantizer(latent.float().transpose(1, 2))
+        return z, codes, commitment, codebook
+
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """wav [B, S] -> codes [B, Q, ceil(S/1280)] (int64)."""
+        return self.quantize(self.encode_latent(wav, lengths))[1]
+
+    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """codes [B, Q, T12] -> wav [B, T12 * 1280], or [B, length] when given."""
+        with torch.autocast(codes.device.type, enabled=False):
+            z = self.quantizer.from_codes(codes)[0]
+        wav = self.decoder(z)
+        return wav if length is None else wav[..., :length]
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> CodecOutput:
+        latent = self.encode_latent(wav, lengths)
+        z, codes, commitment, codebook = self.quantize(latent)
+        return CodecOutput(
+            audio=self.decoder(z)[..., : wav.shape[-1]],
+            codes=codes,
+            latent=latent,
+            commitment_loss=commitment,
+            codebook_loss=codebook,
+        )
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``config.yaml`` + ``model.safetensors`` (WavLM included: loading needs no hub)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        ssl = dataclasses.replace(self.cfg.ssl, pretrained=None, arch=self.ssl.arch())
+        save_config(dataclasses.replace(self.cfg, ssl=ssl), path / CONFIG_FILE)
+        save_weights(self, path / WEIGHTS_FILE)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> WavCodec:
+        path = Path(path)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path} is not a saved WavCodec: {name} is missing")
+        model = cls(load_config(WavCodecConfig, path / CONFIG_FILE))
+        load_weights(model, path / WEIGHTS_FILE)
+        return model.to(device)

@@ -1,0 +1,183 @@
+"""The WavLM backbone shared by every l3se encoder, and the learnable mixture over its layers.
+
+At paper scale the backbone is ``microsoft/wavlm-large`` from the Hugging Face hub. Tests and the
+offline quickstart build the same ``transformers.WavLMModel`` from config numbers with random
+weights (``pretrained: null``), so no download is ever needed to construct a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAPER_WAVLM = "microsoft/wavlm-large"
+
+# microsoft/wavlm-large's architecture, so that the paper model builds without the hub.
+WAVLM_LARGE: dict[str, Any] = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "conv_dim": [512] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": False,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "num_buckets": 320,
+    "max_bucket_distance": 800,
+    "layerdrop": 0.1,
+    "mask_time_prob": 0.075,
+}
+
+# A few-hundred-kilobyte WavLM with the real 320-sample hop, for tests and CPU recipes.
+WAVLM_TINY: dict[str, Any] = {
+    **WAVLM_LARGE,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "conv_dim": [32] * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+}
+
+PRESETS = {"large": WAVLM_LARGE, "tiny": WAVLM_TINY}
+
+
+@dataclass
+class SSLConfig:
+    # Hub name or local folder to load weights from; null builds ``arch`` with random weights.
+    pretrained: str | None = PAPER_WAVLM
+    # "large", "tiny", or WavLMConfig fields; only used when ``pretrained`` is null.
+    arch: str | dict = "large"
+    frozen: bool = True
+    # WavLM-Large was pre-trained on utterance-normalised waveforms (its feature extractor's
+    # do_normalize); feeding raw levels shifts every layer's statistics.
+    normalize_input: bool = True
+
+
+def build_wavlm_config(arch: str | dict):
+    from transformers import WavLMConfig
+
+    if isinstance(arch, str):
+        if arch not in PRESETS:
+            raise ValueError(f"unknown WavLM preset {arch!r}; choose from {sorted(PRESETS)}")
+        arch = PRESETS[arch]
+    return WavLMConfig.from_dict(arch)
+
+
+class WavLMBackbone(nn.Module):
+    """16 kHz waveform [B, S] -> ``num_hidden_states`` tensors [B, S/320, H] (S a multiple of 320).
+
+    A frozen backbone stays in eval mode whatever its parent does: in train mode WavLM applies
+    layerdrop and SpecAugment-style time masking, which would corrupt the features it serves.
+    """
+
+    def __init__(self, cfg: SSLConfig):
+        super().__init__()
+        from transformers import WavLMModel
+
+        self.cfg = cfg
+        if cfg.pretrained:
+            self.model = WavLMModel.from_pretrained(cfg.pretrained)
+        else:
+            self.model = WavLMModel(build_wavlm_config(cfg.arch))
+        conf = self.model.config
+        self.hop = math.prod(conf.conv_stride)
+        receptive_field = 1
+        for k, s in zip(reversed(conf.conv_kernel), reversed(conf.conv_stride)):
+            receptive_field = (receptive_field - 1) * s + k
+        # Padding (receptive field - hop) samples in total makes S samples give exactly S/hop
+        # frames, each centred on its hop, so downstream frame rates divide evenly.
+        self.pad = receptive_field - self.hop
+        if cfg.frozen:
+            self.model.requires_grad_(False)
+        self.train(False)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def num_hidden_states(self) -> int:
+        return self.model.config.num_hidden_layers + 1
+
+    def arch(self) -> dict:
+        """Full WavLMConfig as plain data: rebuilds this architecture without the hub."""
+        return json.loads(self.model.config.to_json_string(use_diff=False))
+
+    def train(self, mode: bool = True) -> WavLMBackbone:
+        return super().train(mode and not self.cfg.frozen)
+
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """wav [B, S] (S % hop == 0), lengths [B] valid samples -> tuple of [B, S/hop, H]."""
+        if wav.shape[-1] % self.hop:
+            raise ValueError(f"waveform length {wav.shape[-1]} is not a multiple of {self.hop}")
+        mask = None
+        if lengths is not None:
+            valid = torch.arange(wav.shape[-1], device=wav.device)[None] < lengths[:, None]
+            if not bool(valid.all()):
+                mask = valid
+        if self.cfg.normalize_input:
+            wav = _normalize(wav, mask)
+        left = self.pad // 2
+        wav = F.pad(wav, (left, self.pad - left))
+        attention_mask = None
+        if mask is not None:
+            # The symmetric padding counts as (silent) signal, so a full-length item keeps all
+            # S/hop frames; a shorter one loses the frames past its end.
+            positions = torch.arange(wav.shape[-1], device=wav.device)[None]
+            attention_mask = (positions < lengths[:, None] + self.pad).long()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.frozen):
+            out = self.model(wav, attention_mask=attention_mask, output_hidden_states=True)
+        return tuple(out.hidden_states)
+
+
+def _normalize(wav: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its valid samples (padding stays zero)."""
+    if mask is None:
+        mask = torch.ones_like(wav, dtype=torch.bool)
+    m = mask.to(wav.dtype)
+    n = m.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (wav * m).sum(-1, keepdim=True) / n
+    var = ((wav - mean).square() * m).sum(-1, keepdim=True) / n
+    return (wav - mean) / torch.sqrt(var + 1e-7) * m
+
+
+class LayerMixture(nn.Module):
+    """Learnable softmax-weighted sum of L hidden states: L x [B, T, H] -> [B, T, H]."""
+
+    def __init__(self, num_states: int, layer_norm: bool = True):
+        super().__init__()
+        # Per-layer LayerNorm (no affine) before mixing: WavLM's layers differ in scale by orders
+        # of magnitude, and without it the softmax weights mostly learn to undo those scales.
+        self.layer_norm = layer_norm
+        self.logits = nn.Parameter(torch.zeros(num_states))
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """[L] softmax weights, for logging and plots."""
+        return self.logits.detach().softmax(-1)
+
+    def forward(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(hidden_states) != self.logits.numel():
+            raise ValueError(
+                f"got {len(hidden_states)} hidden states, mixture has {self.logits.numel()}"
+            )
+        stacked = torch.stack(list(hidden_states))
+        if self.layer_norm:
+            stacked = F.layer_norm(stacked, stacked.shape[-1:])
+        w = self.logits.softmax(-1).to(stacked.dtype)
+        return torch.einsum("l,lbth->bth", w, stacked)

@@ -1,0 +1,153 @@
+"""Data parallelism under ``torchrun``: process-group set-up from its environment variables
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), gradient averaging and the sampler.
+
+Gradients are averaged with one coalesced all-reduce per optimizer step instead of wrapping
+modules in ``DistributedDataParallel``: GAN stages run the discriminator inside the generator's
+loss and alternate two optimizers, which DDP's reducer (one forward per backward, hooks fixed at
+wrap time) cannot express cleanly. The result is the same averaged gradient.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
+
+# All-reduce gradients in chunks of this many elements: bounds the flat buffer's extra memory.
+BUCKET_ELEMENTS = 1 << 25
+
+
+@dataclass
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup(device: str = "auto") -> DistEnv:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA), or run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f"WORLD_SIZE={world} but {', '.join(missing)} unset: launch with torchrun"
+            )
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.world_size > 1:
+        dist.barrier()
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Make every rank start from rank 0's parameters and buffers."""
+    for t in module.state_dict().values():
+        dist.broadcast(t, src=0)
+
+
+def average_gradients(params: Iterable[nn.Parameter], world_size: int) -> None:
+    """All-reduce the mean gradient; a parameter without one counts as a zero gradient, so
+    ranks that skipped a branch stay in step."""
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    for dtype in {g.dtype for g in grads}:
+        same = [g for g in grads if g.dtype == dtype]
+        for bucket in _buckets(same):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat)
+            flat /= world_size
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+
+def average_scalars(values: dict[str, torch.Tensor], env: DistEnv) -> dict[str, float]:
+    """Mean of each scalar over ranks (every rank must pass the same keys)."""
+    if not values:
+        return {}
+    keys = sorted(values)
+    stacked = torch.stack([values[k].detach().float().to(env.device) for k in keys])
+    if env.world_size > 1:
+        dist.all_reduce(stacked)
+        stacked /= env.world_size
+    return dict(zip(keys, stacked.tolist()))
+
+
+def _buckets(tensors: list[torch.Tensor]) -> Iterable[list[torch.Tensor]]:
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for t in tensors:
+        if bucket and size + t.numel() > BUCKET_ELEMENTS:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(t)
+        size += t.numel()
+    if bucket:
+        yield bucket
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (shuffled, this rank's share) that can start mid-epoch, so a
+    resumed run reads exactly the examples an uninterrupted one would."""
+
+    def __init__(self, dataset: Dataset, env: DistEnv, seed: int):
+        super().__init__(
+            dataset,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+        )
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start

@@ -1,0 +1,377 @@
+"""The training loop shared by every l3se stage.
+
+One optimizer step = ``grad_accum`` micro-batches through ``task.training_step`` (generator),
+then, for GAN tasks, the same micro-batches' caches through ``task.discriminator_step``. The
+generator goes first so that accumulation never holds more than one generator graph; its
+adversarial loss therefore sees the discriminator from before this step's update, a half-step
+shift from DAC's loop that removes a second generator forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from l3se.config import ConfigError, save_config
+from l3se.training import checkpoint as ckpt
+from l3se.training.distributed import (
+    DistEnv,
+    ResumableSampler,
+    average_gradients,
+    average_scalars,
+    barrier,
+    broadcast_module,
+    seed_everything,
+    setup,
+)
+from l3se.training.options import OptimConfig, TrainConfig
+from l3se.training.schedule import warmup_cosine
+from l3se.training.task import Task
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    def __init__(
+        self,
+        task: Task,
+        cfg: TrainConfig,
+        optim: OptimConfig,
+        train_set: Dataset,
+        collate_fn: Callable[[list], dict],
+        val_set: Dataset | None = None,
+        optim_d: OptimConfig | None = None,
+        run_config: Any = None,
+        name: str = "train",
+    ):
+        self.cfg = cfg
+        self.name = name
+        self.run_config = run_config
+        self.env: DistEnv = setup(cfg.device)
+        per_step = self.env.world_size * cfg.grad_accum
+        if cfg.batch_size % per_step:
+            raise ConfigError(
+                f"train.batch_size {cfg.batch_size} is not divisible by world size "
+                f"{self.env.world_size} x train.grad_accum {cfg.grad_accum}"
+            )
+        self.micro_batch = cfg.batch_size // per_step
+        self.task = task.to(self.env.device)
+        if self.env.world_size > 1:
+            broadcast_module(self.task)
+
+        self.optim_cfgs = {"generator": optim}
+        self.params = {"generator": task.generator_parameters()}
+        if not self.params["generator"]:
+            raise ValueError(f"{type(task).__name__} has no trainable parameters")
+        if task.discriminator is not None:
+            if optim_d is None:
+                raise ConfigError("this stage trains a discriminator: its config needs optim_d")
+            self.optim_cfgs["discriminator"] = optim_d
+            self.params["discriminator"] = list(task.discriminator.parameters())
+        self.optimizers = {
+            k: torch.optim.AdamW(
+                self.params[k], lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+            )
+            for k, o in self.optim_cfgs.items()
+        }
+
+        self.train_set = train_set
+        self.val_set = val_set
+        self.collate_fn = collate_fn
+        self.sampler = ResumableSampler(train_set, self.env, seed=cfg.seed)
+        self.steps_per_epoch = self.sampler.num_samples // (self.micro_batch * cfg.grad_accum)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"the training set has {len(train_set)} examples, fewer than one step's "
+                f"batch of {cfg.batch_size}"
+            )
+        dev = self.env.device.type
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev == "cuda")
+
+        self.output_dir = Path(cfg.output_dir)
+        self.ckpt_root = self.output_dir / "checkpoints"
+        self.step = 0
+        self.last_saved = -1
+        self.writer = None
+        self._window: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
+        self._window_steps = 0
+        self._times = {"data": 0.0, "step": 0.0}
+        # Seconds spent in training steps and, within them, waiting for data, since construction.
+        self.timings = {"data": 0.0, "step": 0.0, "steps": 0}
+        self.skipped_steps = 0
+
+    # ---- public ------------------------------------------------------------------------------
+
+    def fit(self, stop_at: int | None = None) -> int:
+        """Train until ``train.max_steps`` (or ``stop_at`` steps, e.g. to split a long run into
+        jobs), checkpointing on the way; at ``max_steps`` also export the model to
+        ``output_dir/model``. Returns the number of steps done."""
+        cfg = self.cfg
+        target = min(stop_at, cfg.max_steps) if stop_at is not None else cfg.max_steps
+        seed_everything(cfg.seed + self.env.rank)
+        if cfg.resume:
+            self._resume()
+        if self.env.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.run_config is not None:
+                save_config(self.run_config, self.output_dir / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.output_dir / "tb"), purge_step=self.step)
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc=self.name,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.env.is_main and cfg.progress),
+        )
+        batches = self._batches()
+        try:
+            while self.step < target:
+                self._train_step(batches)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == target:
+                    self._log(bar)
+                if self.val_set is not None and self.step % cfg.val_every == 0:
+                    self.validate()
+                if self.step % cfg.ckpt_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            # Collective saves could hang when another rank died; a lone process saves.
+            if self.env.world_size == 1 and self.step > max(self.last_saved, 0):
+                bar.write(f"interrupted: saving a checkpoint at step {self.step}")
+                self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+        if self.step != self.last_saved:
+            self.save_checkpoint()
+        if self.step >= cfg.max_steps:
+            if self.val_set is not None and self.step % cfg.val_every:
+                self.validate()
+            if self.env.is_main:
+                self.task.export(self.output_dir / "model")
+                log.info("model saved to %s", self.output_dir / "model")
+            barrier(self.env)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return self.step
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Average ``task.validation_step`` metrics over ``val_batches`` batches (rank 0)."""
+        results: dict[str, float] = {}
+        if self.env.is_main and self.val_set is not None:
+            self.task.eval()
+            loader = DataLoader(
+                self.val_set,
+                batch_size=self.micro_batch,
+                shuffle=False,
+                num_workers=self.cfg.num_workers,
+                collate_fn=self.collate_fn,
+            )
+            sums: dict[str, float] = defaultdict(float)
+            n = 0
+            for i, batch in enumerate(loader):
+                if i >= self.cfg.val_batches:
+                    break
+                batch = self._to_device(batch)
+                with self._autocast():
+                    out = self.task.validation_step(batch)
+                for k, v in out.metrics.items():
+                    sums[k] += float(v)
+                n += 1
+                if i == 0:
+                    self._write_audio(out.audio, batch.get("lengths"))
+            self.task.train()
+            results = {k: v / max(n, 1) for k, v in sums.items()}
+            if self.writer is not None:
+                for k, v in results.items():
+                    self.writer.add_scalar(f"val/{k}", v, self.step)
+        barrier(self.env)
+        return results
+
+    def save_checkpoint(self) -> Path:
+        """Collective: every rank writes its RNG state, rank 0 the rest, then an atomic rename."""
+        tmp = self.ckpt_root / f"{ckpt.checkpoint_name(self.step)}.tmp"
+        if self.env.is_main:
+            ckpt.temporary_dir(self.ckpt_root, self.step)
+        barrier(self.env)
+        ckpt.write_rng(tmp, self.env.rank)
+        barrier(self.env)
+        final = self.ckpt_root / ckpt.checkpoint_name(self.step)
+        if self.env.is_main:
+            state = {"step": self.step, "world_size": self.env.world_size}
+            ckpt.write_checkpoint(tmp, self.task, self.optimizers, state)
+            ckpt.finalize(tmp, self.ckpt_root, self.step, self.cfg.keep_checkpoints)
+        barrier(self.env)
+        self.last_saved = self.step
+        return final
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        found = ckpt.list_checkpoints(self.ckpt_root)
+        if not found:
+            return
+        state = ckpt.read_checkpoint(
+            found[-1], self.task, self.optimizers, self.env.rank, self.env.device
+        )
+        self.step = self.last_saved = int(state["step"])
+        if state.get("world_size") != self.env.world_size:
+            log.warning(
+                "resuming a %s-process run with %s processes: the data order will differ",
+                state.get("world_size"),
+                self.env.world_size,
+            )
+        if self.env.is_main:
+            log.info("resumed from %s (step %d)", found[-1], self.step)
+
+    def _batches(self) -> Iterator[dict]:
+        """Micro-batches from the current step on; each epoch yields exactly
+        ``steps_per_epoch * grad_accum`` of them, so a step number fixes the data position."""
+        per_epoch = self.steps_per_epoch * self.cfg.grad_accum
+        epoch, within = divmod(self.step, self.steps_per_epoch)
+        while True:
+            self.sampler.set_position(epoch, within * self.cfg.grad_accum * self.micro_batch)
+            if hasattr(self.train_set, "set_epoch"):
+                self.train_set.set_epoch(epoch)
+            generator = torch.Generator()
+            generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            loader = DataLoader(
+                self.train_set,
+                batch_size=self.micro_batch,
+                sampler=self.sampler,
+                num_workers=self.cfg.num_workers,
+                collate_fn=self.collate_fn,
+                drop_last=True,
+                pin_memory=self.env.device.type == "cuda",
+                generator=generator,
+            )
+            it = iter(loader)
+            for _ in range(per_epoch - within * self.cfg.grad_accum):
+                yield next(it)
+            epoch, within = epoch + 1, 0
+
+    def _train_step(self, batches: Iterator[dict]) -> None:
+        start = time.perf_counter()
+        task = self.task
+        task.train()
+        accum = self.cfg.grad_accum
+        caches = []
+        disc = task.discriminator
+        with _frozen(disc) if disc is not None else contextlib.nullcontext():
+            for _ in range(accum):
+                t0 = time.perf_counter()
+                batch = self._to_device(next(batches))
+                waited = time.perf_counter() - t0
+                self._times["data"] += waited
+                self.timings["data"] += waited
+                with self._autocast():
+                    out = task.training_step(batch, self.step)
+                (out.loss / accum).backward()
+                self._accumulate(out.logs, accum)
+                caches.append(out.cache)
+        self._optimizer_step("generator")
+        if disc is not None:
+            for cache in caches:
+                with self._autocast():
+                    out = task.discriminator_step(cache, self.step)
+                (out.loss / accum).backward()
+                self._accumulate(out.logs, accum)
+            self._optimizer_step("discriminator")
+        self.step += 1
+        self._window_steps += 1
+        elapsed = time.perf_counter() - start
+        self._times["step"] += elapsed
+        self.timings["step"] += elapsed
+        self.timings["steps"] += 1
+
+    def _optimizer_step(self, name: str) -> None:
+        params, opt, ocfg = self.params[name], self.optimizers[name], self.optim_cfgs[name]
+        if self.env.world_size > 1:
+            average_gradients(params, self.env.world_size)
+        clip = ocfg.grad_clip if ocfg.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        lr = warmup_cosine(self.step, ocfg.lr, ocfg.min_lr, ocfg.warmup_steps, self.cfg.max_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # All ranks hold the same averaged gradient, so they agree on skipping.
+        if torch.isfinite(norm):
+            opt.step()
+        else:
+            self.skipped_steps += 1
+            log.warning("step %d: non-finite %s gradient, update skipped", self.step, name)
+        opt.zero_grad(set_to_none=True)
+        self._accumulate({f"grad_norm/{name}": norm.detach(), f"lr/{name}": torch.tensor(lr)}, 1)
+
+    def _accumulate(self, logs: dict[str, torch.Tensor], accum: int) -> None:
+        for k, v in logs.items():
+            self._window[k] = self._window[k] + v.detach().float().cpu() / accum
+
+    def _log(self, bar) -> None:
+        n = max(self._window_steps, 1)
+        values = average_scalars({k: v / n for k, v in self._window.items()}, self.env)
+        times = dict(self._times)
+        self._window.clear()
+        self._window_steps = 0
+        self._times = {"data": 0.0, "step": 0.0}
+        if not self.env.is_main:
+            return
+        values["time/step_s"] = times["step"] / n
+        values["time/data_share"] = times["data"] / max(times["step"], 1e-9)
+        values.update(self.task.log_extras())
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
+        if "loss" in values:
+            bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
+        if not self.cfg.progress:
+            shown = {k: v for k, v in values.items() if "/" not in k}
+            log.info(
+                "step %d: %s", self.step, ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            )
+
+    def _write_audio(self, audio: dict[str, torch.Tensor], lengths: torch.Tensor | None) -> None:
+        if self.writer is None:
+            return
+        for name, wav in audio.items():
+            for i in range(min(self.cfg.audio_samples, wav.shape[0])):
+                n = int(lengths[i]) if lengths is not None else wav.shape[-1]
+                clip = wav[i, :n].detach().float().cpu().clamp(-1, 1)
+                self.writer.add_audio(f"audio/{i}/{name}", clip[None], self.step, self.task.sample_rate)
+
+    def _to_device(self, batch: dict) -> dict:
+        dev = self.env.device
+        return {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _autocast(self):
+        return torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module):
+    """No weight gradients for ``module`` (the discriminator during the generator's update);
+    gradients still flow through it to its inputs."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

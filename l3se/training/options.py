@@ -1,0 +1,46 @@
+"""Config sections shared by every training recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay from ``lr`` to ``min_lr`` at ``max_steps``."""
+
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    warmup_steps: int = 1000
+    # DAC's AdamW settings; the paper names AdamW only.
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    # Gradient-norm clip; null: none (the norm is still logged).
+    grad_clip: float | None = 1000.0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    max_steps: int = 100_000
+    # Examples per optimizer step over all processes: batch_size = world_size x grad_accum x
+    # per-process micro-batch, so a run means the same thing on 1 or 8 GPUs.
+    batch_size: int = 16
+    grad_accum: int = 1
+    num_workers: int = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bf16 autocast on CUDA, fp32 on CPU.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 1000
+    val_batches: int = 8
+    # Validation examples written to TensorBoard as audio.
+    audio_samples: int = 2
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 3
+    # Continue from the newest checkpoint in output_dir when there is one.
+    resume: bool = True
+    progress: bool = True

@@ -1,0 +1,63 @@
+"""What a training stage hands the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar to minimise
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)  # scalars to log (detached)
+    # Whatever the discriminator step needs from this generator step (e.g. detached fakes).
+    cache: Any = None
+
+
+@dataclass
+class ValOutput:
+    metrics: dict[str, torch.Tensor]  # scalars, averaged over the validation batches
+    audio: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B, S] to listen to
+
+
+class Task(nn.Module):
+    """A stage's trainable modules and its losses. The engine calls, per optimizer step:
+    ``training_step`` on each micro-batch (generator update), then, when ``discriminator`` is
+    set, ``discriminator_step`` on each micro-batch's cache (discriminator update).
+
+    Everything registered on the task (frozen parts included) is saved in checkpoints.
+    """
+
+    sample_rate = 16000
+
+    def __init__(self):
+        super().__init__()
+        self.discriminator: nn.Module | None = None
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the discriminator."""
+        skip = set()
+        if self.discriminator is not None:
+            skip = {id(p) for p in self.discriminator.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
+
+    def training_step(self, batch: dict, step: int) -> StepOutput:
+        raise NotImplementedError
+
+    def discriminator_step(self, cache: Any, step: int) -> StepOutput:
+        raise NotImplementedError(f"{type(self).__name__} has no discriminator")
+
+    def validation_step(self, batch: dict) -> ValOutput:
+        raise NotImplementedError
+
+    def log_extras(self) -> dict[str, float]:
+        """Extra scalars at each logging step (e.g. codebook use, layer-mixture weights)."""
+        return {}
+
+    def export(self, path: Path) -> None:
+        """Write the trained component as a ``from_pretrained`` directory."""
+        raise NotImplementedError

@@ -1,0 +1,47 @@
+import argparse
+
+import pytest
+
+from data_sim.audio import write_audio
+from l3se.cli import UserError
+from l3se.cli import evaluate as cli
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser(prog="l3se")
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", *argv])
+    return args.func(args)
+
+
+def test_cli_run_prints_the_comparison_and_writes_reports(tmp_path, evalset, capsys):
+    rc = _run(["--ref", str(evalset.parent), "--system", "noisy", "--system", "clean",
+               "--metrics", "sisdr,pesq", "--out", str(tmp_path / "r"), "--no-progress"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert out[0].split()[:3] == ["system", "general", "PESQ"]
+    assert [line.split()[0] for line in out[1:3]] == ["noisy", "clean"]
+    assert (tmp_path / "r" / "summary.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--system", "noisy"], "needs a manifest"),
+        (["--system", "enh"], "not of the form NAME=VALUE"),
+        (["--system", "a=x", "--system", "a=y"], "given twice"),
+        (["--metrics", "pesq,bogus", "--system", "noisy"], "unknown metric 'bogus'"),
+        (["--model", "nope=x", "--system", "noisy"], "unknown key 'nope'"),
+        (["--workers", "0", "--system", "noisy"], "--workers"),
+        ([], "at least one --system"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(argv, message, tmp_path, speech):
+    write_audio(tmp_path / "a.wav", speech[0][1])  # a plain folder: no noisy files
+    with pytest.raises(UserError, match=message):
+        _run(["--ref", str(tmp_path), *argv])
+
+
+def test_list_metrics(capsys):
+    assert _run(["--list-metrics"]) == 0
+    assert "sbs" in capsys.readouterr().out

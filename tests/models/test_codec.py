@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+
+from l3se.models.codec import WavCodec, WavCodecConfig
+from l3se.models.ssl import SSLConfig
+from tests.models.tiny import tiny_codec_config
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    return WavCodec(tiny_codec_config()).eval()
+
+
+@pytest.mark.parametrize("samples", [1280, 4000, 16000, 16001])
+def test_frame_rates_and_lengths(codec, samples):
+    wav = torch.randn(2, samples)
+    t12 = math.ceil(samples / 1280)
+    with torch.no_grad():
+        out = codec(wav, torch.tensor([samples, samples // 2]))
+        codes = codec.encode(wav)
+        latent = codec.encode_latent(wav)
+        decoded = codec.decode(codes, length=samples)
+    assert codec.frame_length == 1280
+    assert out.audio.shape == wav.shape
+    assert out.codes.shape == codes.shape == (2, 8, t12)
+    assert out.latent.shape == latent.shape == (2, t12, 32)
+    assert decoded.shape == wav.shape
+    assert codec.decode(codes).shape == (2, t12 * 1280)
+    assert codes.dtype == torch.long and int(codes.max()) < 64
+
+
+def test_codes_match_forward_and_decode_matches_forward(codec):
+    wav = torch.randn(1, 6400)
+    with torch.no_grad():
+        out = codec(wav)
+        assert torch.equal(out.codes, codec.encode(wav))
+        assert torch.allclose(codec.decode(out.codes, 6400), out.audio, atol=1e-5)
+
+
+def test_save_pretrained_round_trip(codec, tmp_path):
+    codec.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.yaml", "model.safetensors"]
+    loaded = WavCodec.from_pretrained(tmp_path / "m").eval()
+    for (k, a), (_, b) in zip(codec.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    wav = torch.randn(1, 3000)
+    with torch.no_grad():
+        assert torch.equal(codec(wav).audio, loaded(wav).audio)
+    with pytest.raises(FileNotFoundError, match="not a saved WavCodec"):
+        WavCodec.from_pretrained(tmp_path)
+
+
+def _vocos_backbone(inp, d, i, layers):
+    block = (7 * d + d) + 2 * d + (d * i + i) + (i * d + d) + d
+    return inp * d * 7 + d + 2 * d + layers * block + 2 * d
+
+
+def _expected_counts(d=1024, i=2048, h=1024, q=8, k=1024, cd=8, n_fft=1280):
+    """Parameter counts of the paper-scale model, worked out from the architecture."""
+    conv = [(1, 10)] + [(512, 3)] * 4 + [(512, 2)] * 2
+    wavlm = sum(cin * 512 * kk + 2 * 512 for cin, kk in conv)  # conv + LayerNorm, no bias
+    wavlm += 2 * 512 + 512 * h + h  # feature projection
+    wavlm += h  # masked_spec_embed
+    wavlm += h * (h // 16) * 128 + 128 + h  # weight-normed positional conv (g over kernel)
+    wavlm += 2 * h  # encoder LayerNorm
+    layer = 4 * (h * h + h) + (64 * 8 + 8) + 16 + 2 * 2 * h + (h * 4 * h + 4 * h) + (4 * h * h + h)
+    wavlm += 24 * layer + 320 * 16  # + relative position embedding (first layer)
+    resample = 2 * (d * d * 4 + d)
+    encoder = _vocos_backbone(h, d, i, 6) + resample
+    quantizer = q * ((cd * d + cd + cd) + (d * cd + d + d) + k * cd)
+    resnet = 2 * 2 * d + 2 * (d * d * 3 + d)
+    attention = 2 * d + (d * 3 * d + 3 * d) + (d * d + d)
+    decoder = resample + 4 * resnet + attention + 2 * d
+    decoder += _vocos_backbone(d, d, i, 12) + d * (n_fft + 2) + n_fft + 2
+    return {"ssl": wavlm, "mixture": 25, "encoder": encoder, "quantizer": quantizer,
+            "decoder": decoder}
+
+
+def test_paper_config_builds_without_download():
+    cfg = WavCodecConfig(ssl=SSLConfig(pretrained=None, arch="large"))
+    with torch.device("meta"):
+        model = WavCodec(cfg)
+    counts = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_children()}
+    expected = _expected_counts()
+    print("paper WavCodec parameters:", counts, "total", sum(counts.values()))
+    assert counts == expected
+    assert counts["ssl"] == 315_453_120  # WavLM-Large
+    assert model.ssl.num_hidden_states == 25
+    assert model.frame_length == 1280
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == sum(expected.values()) - expected["ssl"]
