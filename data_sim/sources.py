@@ -108,14 +108,8 @@ def read_jsonl(manifest: str | Path) -> list[AudioItem]:
     ``duration``, ``text``, ``speaker``, ``kind``. Missing files fail up front, all listed."""
     manifest = Path(manifest)
     rows = []
-    for n, line in enumerate(manifest.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{manifest}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "path" not in row:
+    for n, row in jsonl_rows(manifest):
+        if "path" not in row:
             raise SourceError(f"{manifest}:{n}: each line needs a 'path'")
         rows.append(row)
     base = manifest.parent
@@ -129,6 +123,24 @@ def read_jsonl(manifest: str | Path) -> list[AudioItem]:
         items.append(AudioItem(**kwargs))
     _require_existing(manifest, items)
     return _fill_durations(items)
+
+
+def jsonl_rows(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-empty line; a line that is not a JSON object is a
+    ``SourceError`` naming the file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise SourceError(f"{path}:{n}: expected a JSON object")
+            rows.append((n, row))
+    return rows
 
 
 def read_wav_scp(scp: str | Path) -> list[AudioItem]:

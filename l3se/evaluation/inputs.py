@@ -11,12 +11,12 @@ the stem is unambiguous on both sides.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_sim.audio import AUDIO_EXTENSIONS
+from data_sim.sources import SourceError, jsonl_rows
 
 # Systems read from the manifest itself rather than from a folder of outputs.
 MANIFEST_SYSTEMS = ("noisy", "clean")
@@ -65,34 +65,31 @@ def load_manifest(path: str | Path) -> list[Item]:
     root = path.parent
     items: list[Item] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "id" not in row:
-                raise InputError(f"{path}:{n}: expected an object with an 'id'")
-            subset = str(row.get("subset") or "all")
-            uid = f"{subset}/{row['id']}"
-            if uid in seen:
-                raise InputError(f"{path}:{n}: duplicate id {row['id']!r} in subset {subset!r}")
-            seen.add(uid)
-            rels = [row[k] for k in ("noisy", "clean") if row.get(k)]
-            keys = [_no_ext(r) for r in rels] + [uid, str(row["id"])]
-            items.append(Item(
-                uid=uid,
-                id=str(row["id"]),
-                subset=subset,
-                clean=str(root / row["clean"]) if row.get("clean") else None,
-                noisy=str(root / row["noisy"]) if row.get("noisy") else None,
-                text=row.get("text"),
-                snr_db=None if row.get("snr_db") is None else float(row["snr_db"]),
-                reverb=row.get("reverb"),
-                keys=tuple(dict.fromkeys(keys)),
-            ))
+    try:
+        rows = jsonl_rows(path)
+    except SourceError as e:
+        raise InputError(str(e)) from None
+    for n, row in rows:
+        if "id" not in row:
+            raise InputError(f"{path}:{n}: expected an object with an 'id'")
+        subset = str(row.get("subset") or "all")
+        uid = f"{subset}/{row['id']}"
+        if uid in seen:
+            raise InputError(f"{path}:{n}: duplicate id {row['id']!r} in subset {subset!r}")
+        seen.add(uid)
+        rels = [row[k] for k in ("noisy", "clean") if row.get(k)]
+        keys = [_no_ext(r) for r in rels] + [uid, str(row["id"])]
+        items.append(Item(
+            uid=uid,
+            id=str(row["id"]),
+            subset=subset,
+            clean=str(root / row["clean"]) if row.get("clean") else None,
+            noisy=str(root / row["noisy"]) if row.get("noisy") else None,
+            text=row.get("text"),
+            snr_db=None if row.get("snr_db") is None else float(row["snr_db"]),
+            reverb=row.get("reverb"),
+            keys=tuple(dict.fromkeys(keys)),
+        ))
     if not items:
         raise InputError(f"{path}: manifest has no rows")
     return items
