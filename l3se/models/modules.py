@@ -69,35 +69,31 @@ class PosNet(nn.Module):
         return self.blocks(x)
 
 
-class Downsample(nn.Module):
+class _Resample(nn.Module):
+    """``stages`` stride-2 convolutions of one kind with GELU between them."""
+
+    conv: type[nn.Module]
+
+    def __init__(self, channels: int, stages: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(stages):
+            if i:
+                layers.append(nn.GELU())
+            layers.append(self.conv(channels, channels, kernel_size=4, stride=2, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Downsample(_Resample):
     """[B, C, T] -> [B, C, T / 2**stages] (T divisible): strided convs with GELU between."""
 
-    def __init__(self, channels: int, stages: int):
-        super().__init__()
-        layers: list[nn.Module] = []
-        for i in range(stages):
-            if i:
-                layers.append(nn.GELU())
-            layers.append(nn.Conv1d(channels, channels, kernel_size=4, stride=2, padding=1))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    conv = nn.Conv1d
 
 
-class Upsample(nn.Module):
+class Upsample(_Resample):
     """[B, C, T] -> [B, C, T * 2**stages]: transposed strided convs with GELU between."""
 
-    def __init__(self, channels: int, stages: int):
-        super().__init__()
-        layers: list[nn.Module] = []
-        for i in range(stages):
-            if i:
-                layers.append(nn.GELU())
-            layers.append(
-                nn.ConvTranspose1d(channels, channels, kernel_size=4, stride=2, padding=1)
-            )
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    conv = nn.ConvTranspose1d
