@@ -1,10 +1,12 @@
-"""Training throughput of the tiny codec-1 recipe on the CPU: optimizer steps per second and the
-share of step time spent waiting for the DataLoader.
+"""Training throughput of the tiny codec-1 or distill recipe on the CPU: optimizer steps per
+second and the share of step time spent waiting for the DataLoader (data simulation).
 
-    .venv/bin/python benchmarks/bench_train.py [--data data/starter] [--steps 20] [--workers 1]
+    .venv/bin/python benchmarks/bench_train.py [--stage distill] [--data data/starter] [--steps 20]
 
-Runs ``recipes/configs/codec1/tiny.yaml`` as is (batch 4 x 1 s crops) through the real engine.
-Without ``--data`` it writes a small synthetic speech corpus to a temporary folder.
+Runs ``recipes/configs/codec1/tiny.yaml`` (batch 4 x 1 s crops) or
+``recipes/configs/distill/tiny.yaml`` (batch 4 x 2 s noisy mixtures, teachers built from the
+codec-1 and s2t tiny architectures with random weights) as is through the real engine.
+Without ``--data`` it writes a small synthetic corpus (speech, noise, RIRs) to a temporary folder.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import torch
 from data_sim.audio import write_audio
 from data_sim.dataset import build_dataset, collate
 from l3se.config import load_config
+from l3se.models.tokenizer import build_tokenizer
 from l3se.training.distributed import seed_everything
 from l3se.training.engine import Trainer
 from recipes.train_codec import CodecRecipeConfig, build_task
+from recipes.train_s2t import S2TRecipeConfig
 
-CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "codec1" / "tiny.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+CONFIG = CONFIGS / "codec1" / "tiny.yaml"
 
 
 def synthetic_speech(root: Path, n: int = 24) -> Path:
@@ -39,8 +44,45 @@ def synthetic_speech(root: Path, n: int = 24) -> Path:
     return root
 
 
+def synthetic_noise_and_rirs(root: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        write_audio(root / "noise" / f"n{i}.wav", (0.1 * rng.standard_normal(16000 * 5)).astype(np.float32))
+        n = 4000
+        rir = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.3
+        rir[0] = 1.0
+        write_audio(root / "rir" / f"r{i}.wav", rir.astype(np.float32))
+    return root / "noise", root / "rir"
+
+
+def distill_trainer(tmp: str, speech: Path, noise: Path, rir: Path, overrides: list[str]) -> tuple:
+    """The tiny distill stage on random-weight tiny teachers saved to ``tmp``."""
+    from l3se.models.codec import WavCodec
+    from l3se.models.s2t import WavS2T
+    from recipes.train_distill import DistillRecipeConfig
+    from recipes.train_distill import build_task as build_distill
+
+    codec = WavCodec(load_config(CodecRecipeConfig, CONFIG).model)
+    codec.save_pretrained(f"{tmp}/codec")
+    s2t_cfg = load_config(S2TRecipeConfig, CONFIGS / "s2t" / "tiny.yaml").model
+    s2t_cfg.tokenizer = f"{tmp}/tok"
+    build_tokenizer(["hello world number one two three"], s2t_cfg.tokenizer, 300)
+    s2t = WavS2T(s2t_cfg)
+    s2t.load_backbone_from(codec)
+    s2t.save_pretrained(f"{tmp}/s2t")
+    cfg = load_config(
+        DistillRecipeConfig,
+        CONFIGS / "distill" / "tiny.yaml",
+        [*overrides, f"codec={tmp}/codec", f"s2t={tmp}/s2t", f"data.noise={noise}", f"data.rir={rir}"],
+    )
+    seed_everything(cfg.train.seed)
+    task = build_distill("distill", cfg)
+    return cfg, Trainer(task, cfg.train, cfg.optim, build_dataset(cfg.data), collate)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage", choices=["codec-1", "distill"], default="codec-1")
     p.add_argument("--data", type=Path, help="starter corpus folder (default: synthetic)")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
@@ -56,9 +98,18 @@ def main() -> None:
             f"train.max_steps={args.warmup + args.steps}", f"train.num_workers={args.workers}",
             "train.ckpt_every=1000000", "train.log_every=1000000", "train.progress=false",
         ]
-        cfg = load_config(CodecRecipeConfig, CONFIG, overrides)
-        seed_everything(cfg.train.seed)
-        trainer = Trainer(build_task("codec-1", cfg), cfg.train, cfg.optim, build_dataset(cfg.data), collate)
+        if args.stage == "distill":
+            if args.data:
+                noise, rir = args.data / "noise" / "train.jsonl", args.data / "rir" / "train.jsonl"
+            else:
+                noise, rir = synthetic_noise_and_rirs(Path(tmp))
+            cfg, trainer = distill_trainer(tmp, speech, noise, rir, overrides)
+        else:
+            cfg = load_config(CodecRecipeConfig, CONFIG, overrides)
+            seed_everything(cfg.train.seed)
+            trainer = Trainer(
+                build_task("codec-1", cfg), cfg.train, cfg.optim, build_dataset(cfg.data), collate
+            )
         trainer.fit(stop_at=args.warmup)
         trainer.timings = {"data": 0.0, "step": 0.0, "steps": 0}
         start = time.perf_counter()
@@ -71,7 +122,7 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, workers {args.workers}, "
           f"batch {cfg.train.batch_size} x {seg:g} s, {t['steps']} steps in {wall:.1f} s wall "
           "(including the final checkpoint and export)")
-    print(f"tiny codec-1 on CPU: {rate:.2f} steps/s ({rate * cfg.train.batch_size * seg:.1f} s of "
+    print(f"tiny {args.stage} on CPU: {rate:.2f} steps/s ({rate * cfg.train.batch_size * seg:.1f} s of "
           f"audio/s), data loader share of step time {100 * share:.1f}%")
 
 

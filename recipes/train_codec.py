@@ -67,9 +67,8 @@ def build_task(stage: str, cfg: CodecRecipeConfig):
 def run(stage: str, config: str | Path, overrides: list[str] = (), stop_at: int | None = None):
     """Train ``stage`` with the YAML ``config`` plus ``key=value`` overrides; returns the
     output directory."""
-    from data_sim.dataset import build_dataset, collate
-    from l3se.training.distributed import seed_everything, teardown
-    from l3se.training.engine import Trainer
+    from l3se.training.distributed import seed_everything
+    from l3se.training.engine import train_stage
 
     cfg = load_config(CodecRecipeConfig, config, overrides)
     for name, data in (("data", cfg.data), ("valid", cfg.valid)):
@@ -79,22 +78,7 @@ def run(stage: str, config: str | Path, overrides: list[str] = (), stop_at: int 
     # Same seed on every rank: identical initial weights before the engine's broadcast.
     seed_everything(cfg.train.seed)
     task = build_task(stage, cfg)
-    trainer = Trainer(
-        task,
-        cfg.train,
-        cfg.optim,
-        build_dataset(cfg.data),
-        collate,
-        val_set=build_dataset(cfg.valid) if cfg.valid is not None else None,
-        optim_d=cfg.optim_d,
-        run_config=cfg,
-        name=stage,
-    )
-    try:
-        trainer.fit(stop_at=stop_at)
-    finally:
-        teardown()
-    return trainer.output_dir
+    return train_stage(task, cfg, stage, stop_at, optim_d=cfg.optim_d)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng flite festival festvox-us-slt-hts festvox-kallpc16k sox libsndfile1)
+# TTS voices for the offline corpus, audio tools, and the headless browser of the app's test.
+APT_PACKAGES=(espeak-ng flite festival festvox-us-slt-hts festvox-kallpc16k sox libsndfile1 chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

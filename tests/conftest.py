@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from data_sim.audio import write_audio
 
@@ -32,6 +33,16 @@ def synthetic_rir(rng: np.random.Generator, rt60: float = 0.4, sr: int = SR) -> 
     rir[delay] = 1.0
     rir[delay + 1 :] += tail[: n - 1]
     return rir
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: thread synchronisation costs more than it saves
+    (decoding ran 10x slower with 2 threads under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

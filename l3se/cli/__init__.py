@@ -12,7 +12,7 @@ import sys
 from l3se import __version__
 
 # Modules under l3se.cli, one per subcommand group, in the order `l3se --help` lists them.
-GROUPS = ["data", "recipe", "evaluate", "train"]
+GROUPS = ["data", "recipe", "train", "enhance", "evaluate"]
 
 
 class UserError(Exception):

@@ -87,12 +87,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except InputError as e:
         raise UserError(str(e)) from None
-    from l3se.evaluation.report import comparison, summarise
+    from l3se.evaluation.report import format_comparison
 
-    header, rows = comparison(results, summarise(results))
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for line in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    print(format_comparison(results))
     if results.reports:
         print(f"reports written to {args.out}")
     return 0

@@ -1,13 +1,9 @@
-"""``l3se recipe``: multi-step recipes. ``quickstart`` is what a newcomer runs first.
-
-Until the training stages land, the quickstart builds the offline material (starter corpus and
-eval set, each reused when already complete) and prints a summary of simulated mixtures.
-"""
+"""``l3se recipe``: multi-step recipes. ``quickstart`` is what a newcomer runs first
+(``recipes/quickstart.py``)."""
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 
@@ -16,41 +12,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds = recipe.add_subparsers(dest="recipe_command", metavar="RECIPE", required=True)
     p = cmds.add_parser(
         "quickstart",
-        help="offline end-to-end run on the starter corpus",
-        description="Build the starter corpus and eval set under --data (reused when complete) "
-        "and summarise the simulated training mixtures.",
+        help="offline end-to-end run: starter corpus, five tiny stages, enhance, evaluate",
+        description="Build the starter corpus and eval set under --data, train codec-1, codec-2, "
+        "s2t, distill and lm at tiny scale on the CPU under --runs, enhance the eval set and "
+        "print the evaluation table (noisy vs enhanced vs codec resynthesis). Finished stages "
+        "are reused and an interrupted stage resumes, so running it again continues.",
     )
     p.add_argument("--data", type=Path, default=Path("data"), help="data folder (default: data)")
     p.add_argument(
+        "--runs", type=Path, default=Path("runs/quickstart"),
+        help="where the stages write their runs (default: runs/quickstart)",
+    )
+    p.add_argument(
+        "--steps", type=float, default=1.0, metavar="SCALE",
+        help="multiply every stage's step count (default 1; 0.01 is a smoke run)",
+    )
+    p.add_argument(
         "--starter", nargs="*", default=[], metavar="KEY=VALUE",
         help="StarterConfig overrides, e.g. speech_hours=0.2",
+    )
+    p.add_argument(
+        "--evalset", nargs="*", default=[], metavar="KEY=VALUE",
+        help="EvalSetConfig overrides, e.g. n_utterances=20",
+    )
+    p.add_argument("--metrics", default="default", help="metrics for the table (default: default)")
+    p.add_argument("--workers", type=int, default=2, help="evaluation workers (default 2)")
+    p.add_argument(
+        "--promote", action="store_true",
+        help="make the trained model the bundled default when it beats the noisy input on "
+        "low-SNR DNSMOS OVRL",
     )
     p.set_defaults(func=_quickstart)
 
 
 def _quickstart(args) -> int:
-    from data_sim.summary import format_summary
-    from l3se.cli.data import build_eval, build_starter, summarize_config
+    from data_sim.sources import SourceError
+    from l3se.cli import UserError
+    from recipes.quickstart import QuickstartConfig, run
 
-    start = time.perf_counter()
-    starter = args.data / "starter"
-    if (starter / "starter.json").is_file() and not args.starter:
-        print(f"[quickstart] starter corpus complete: {starter}")
-    else:
-        print(f"[quickstart] building the starter corpus in {starter}")
-        build_starter(starter, None, args.starter)
-    sources = [
-        f"speech={starter}/speech/train.jsonl",
-        f"noise={starter}/noise/train.jsonl",
-        f"rir={starter}/rir/train.jsonl",
-    ]
-    evalset = args.data / "evalset"
-    if (evalset / "evalset.jsonl").is_file():
-        print(f"[quickstart] eval set complete: {evalset}")
-    else:
-        print(f"[quickstart] building the eval set in {evalset}")
-        build_eval(evalset, "tiny", [s.replace("train.jsonl", "test.jsonl") for s in sources])
-    print("[quickstart] simulated training mixtures (recipes/configs/data/tiny.yaml):")
-    print(format_summary(summarize_config("tiny", sources, n=200, workers=2)))
-    print(f"[quickstart] done in {time.perf_counter() - start:.0f} s")
+    if args.steps <= 0:
+        raise UserError("--steps must be positive")
+    cfg = QuickstartConfig(
+        data=args.data, runs=args.runs, steps_scale=args.steps, starter=args.starter,
+        evalset=args.evalset, metrics=args.metrics, workers=args.workers, promote=args.promote,
+    )
+    try:
+        run(cfg)
+    except SourceError as e:
+        raise UserError(str(e)) from None
     return 0

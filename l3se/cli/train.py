@@ -15,11 +15,17 @@ from pathlib import Path
 STAGES = {
     "codec-1": ("recipes.train_codec", "codec1"),
     "codec-2": ("recipes.train_codec", "codec2"),
+    "s2t": ("recipes.train_s2t", "s2t"),
+    "distill": ("recipes.train_distill", "distill"),
+    "lm": ("recipes.train_lm", "lm"),
 }
 
 HELP = {
     "codec-1": "WavCodec, generator only (mel + codebook + commitment losses)",
     "codec-2": "WavCodec with DAC's discriminators, from codec-1's model",
+    "s2t": "WavS2T semantic teacher: speech prefix -> frozen Qwen3 transcript (or CTC)",
+    "distill": "NI-Encoder: noisy student distilled from the clean WavCodec/WavS2T encoders",
+    "lm": "Qwen3 LM: NI-Encoder prefix -> clean WavCodec tokens; exports the enhancer",
 }
 
 
@@ -75,15 +81,19 @@ QUIET = (
 )
 
 
-def _train(args) -> int:
+def quiet_warnings() -> None:
     import warnings
 
+    for pattern in QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _train(args) -> int:
     from data_sim.sources import SourceError
     from l3se.cli import UserError
     from l3se.training.checkpoint import CheckpointError
 
-    for pattern in QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
+    quiet_warnings()
     path = resolve_config(args.folder, args.config)
     recipe = importlib.import_module(args.module)
     try:

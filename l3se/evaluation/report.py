@@ -122,6 +122,15 @@ def comparison(results, summary) -> tuple[list[str], list[list[str]]]:
     return header, table
 
 
+def format_comparison(results) -> str:
+    """The comparison table as aligned plain text, for terminals."""
+    header, rows = comparison(results, summarise(results))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *rows]
+    )
+
+
 def snr_bins(results, width: float) -> list[dict[str, Any]]:
     """Per system and SNR bin [lo, lo+width): n and every metric's aggregate value."""
     out = []

@@ -15,20 +15,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from l3se.config import load_config, save_config
-from l3se.models.modules import Downsample, PosNet, Upsample
+from l3se.models.heads import AcousticEncoder, AcousticHeadConfig
+from l3se.models.modules import PosNet, Upsample
 from l3se.models.ssl import LayerMixture, SSLConfig, WavLMBackbone
-from l3se.models.weights import load_weights, save_weights
+from l3se.models.weights import Pretrained
 
 SAMPLE_RATE = 16000
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -54,27 +51,11 @@ class WavCodecConfig:
     # iSTFT window: 4 x the 320-sample hop, as in WavTokenizer.
     n_fft: int = 1280
 
-
-class AcousticEncoder(nn.Module):
-    """Mixed WavLM features [B, T50, H] -> latent [B, T50 / 2**stages, D].
-
-    Shared with the NI-Encoder's acoustic head, which has the same architecture."""
-
-    def __init__(self, input_dim: int, cfg: WavCodecConfig):
-        super().__init__()
-        from vocos.models import VocosBackbone
-
-        self.backbone = VocosBackbone(
-            input_channels=input_dim,
-            dim=cfg.dim,
-            intermediate_dim=cfg.intermediate_dim,
-            num_layers=cfg.encoder_layers,
+    def encoder_head(self) -> AcousticHeadConfig:
+        """The encoder's architecture, which the NI-Encoder's acoustic head copies."""
+        return AcousticHeadConfig(
+            self.dim, self.intermediate_dim, self.encoder_layers, self.resample_stages
         )
-        self.downsample = Downsample(cfg.dim, cfg.resample_stages)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.backbone(x.transpose(1, 2))
-        return self.downsample(x.transpose(1, 2)).transpose(1, 2)
 
 
 class AcousticDecoder(nn.Module):
@@ -112,8 +93,10 @@ class CodecOutput:
     codebook_loss: torch.Tensor  # scalar
 
 
-class WavCodec(nn.Module):
+class WavCodec(Pretrained, nn.Module):
     """See the module docstring. ``frame_length`` samples per token frame (1280 at 16 kHz)."""
+
+    config_class = WavCodecConfig
 
     sample_rate = SAMPLE_RATE
 
@@ -124,7 +107,7 @@ class WavCodec(nn.Module):
         self.cfg = cfg
         self.ssl = WavLMBackbone(cfg.ssl)
         self.mixture = LayerMixture(self.ssl.num_hidden_states, cfg.mixture_layer_norm)
-        self.encoder = AcousticEncoder(self.ssl.hidden_size, cfg)
+        self.encoder = AcousticEncoder(self.ssl.hidden_size, cfg.encoder_head())
         self.quantizer = ResidualVectorQuantize(
             input_dim=cfg.dim,
             n_codebooks=cfg.n_codebooks,
@@ -175,20 +158,6 @@ class WavCodec(nn.Module):
             codebook_loss=codebook,
         )
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write ``config.yaml`` + ``model.safetensors`` (WavLM included: loading needs no hub)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+    def portable_config(self) -> WavCodecConfig:
         ssl = dataclasses.replace(self.cfg.ssl, pretrained=None, arch=self.ssl.arch())
-        save_config(dataclasses.replace(self.cfg, ssl=ssl), path / CONFIG_FILE)
-        save_weights(self, path / WEIGHTS_FILE)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> WavCodec:
-        path = Path(path)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path} is not a saved WavCodec: {name} is missing")
-        model = cls(load_config(WavCodecConfig, path / CONFIG_FILE))
-        load_weights(model, path / WEIGHTS_FILE)
-        return model.to(device)
+        return dataclasses.replace(self.cfg, ssl=ssl)

@@ -93,6 +93,9 @@ class WavLMBackbone(nn.Module):
         else:
             self.model = WavLMModel(build_wavlm_config(cfg.arch))
         conf = self.model.config
+        # transformers records hidden states only from the layers that ran, so a layer skipped
+        # by LayerDrop while fine-tuning would leave every layer mixture a state short.
+        conf.layerdrop = 0.0
         self.hop = math.prod(conf.conv_stride)
         receptive_field = 1
         for k, s in zip(reversed(conf.conv_kernel), reversed(conf.conv_stride)):

@@ -375,3 +375,29 @@ def _frozen(module: nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+def train_stage(
+    task: Task, cfg: Any, name: str, stop_at: int | None = None, optim_d: OptimConfig | None = None
+) -> Path:
+    """Fit ``task`` on a recipe config's ``data`` / ``valid`` / ``train`` / ``optim`` sections
+    (mixtures simulated on the fly); returns the run's output directory."""
+    from data_sim.dataset import build_dataset, collate
+    from l3se.training.distributed import teardown
+
+    trainer = Trainer(
+        task,
+        cfg.train,
+        cfg.optim,
+        build_dataset(cfg.data),
+        collate,
+        val_set=build_dataset(cfg.valid) if cfg.valid is not None else None,
+        optim_d=optim_d,
+        run_config=cfg,
+        name=name,
+    )
+    try:
+        trainer.fit(stop_at=stop_at)
+    finally:
+        teardown()
+    return trainer.output_dir

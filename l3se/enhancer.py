@@ -1,0 +1,281 @@
+"""The enhancer: noisy waveform -> NI-Encoder -> SpeechLM -> WavCodec decoder -> enhanced waveform.
+
+A model directory holds ``enhancer.yaml`` (an ``EnhancerConfig``) and three ``from_pretrained``
+directories: ``ni_encoder/``, ``lm/`` and ``codec/``.
+
+    enhance_batch([(wav, sr), ...])
+      -> 16 kHz mono [S_i] -> chunks of <= chunk_seconds, frame-aligned, overlapping
+      -> batches of similar-length chunks: pad [B, S] + lengths [B]
+         -> NI-Encoder -> prefix [B, T12, H] -> generate codes [B, Q, T12] -> decode [B, T12*1280]
+      -> each chunk trimmed to its length, chunks cross-faded back to [S_i]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from l3se.config import from_dict, load_config, save_config, to_dict
+from l3se.decoding import DecodeConfig
+
+CONFIG_FILE = "enhancer.yaml"
+PARTS = ("ni_encoder", "lm", "codec")
+# The bundled model that `l3se enhance` and the app use when no model is named; the quickstart
+# recipe writes it.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained" / "default"
+SAMPLE_RATE = 16000
+# Samples per codec token frame (12.5 Hz at 16 kHz): chunk boundaries fall on frame boundaries.
+FRAME_LENGTH = 1280
+
+# progress(done, total): chunks decoded so far out of all chunks of the call.
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class EnhancerConfig:
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # Inputs longer than this are enhanced in chunks of this length, cross-faded over
+    # ``overlap_seconds``, so memory stays bounded for any length.
+    chunk_seconds: float = 20.0
+    overlap_seconds: float = 1.0
+    # Utterances (or chunks) decoded together.
+    batch_size: int = 8
+
+
+def plan_chunks(
+    num_samples: int, chunk: int, overlap: int, frame: int = FRAME_LENGTH
+) -> list[tuple[int, int]]:
+    """[start, end) sample ranges covering ``num_samples``: at most ``chunk`` samples each, starts
+    on multiples of ``frame``, consecutive chunks sharing ``overlap`` samples (the last may share
+    fewer when the signal ends inside the overlap) and no sample in more than two chunks.
+
+    The hop is spread evenly over the chunks so that they have (nearly) equal lengths: they batch
+    without padding, and the last chunk is not a sliver with too little context to enhance.
+    """
+    if chunk <= 0 or chunk % frame or overlap % frame:
+        raise ValueError(f"chunk {chunk} and overlap {overlap} must be multiples of {frame}")
+    if not 0 <= 2 * overlap <= chunk:
+        raise ValueError(f"overlap {overlap} must be in [0, chunk / 2 = {chunk // 2}]")
+    if num_samples <= chunk:
+        return [(0, num_samples)]
+    n = math.ceil((num_samples - overlap) / (chunk - overlap))
+    # hop >= overlap keeps chunk i + 2 clear of chunk i's fade-out.
+    hop = max(overlap, frame * math.ceil((num_samples - overlap) / n / frame))
+    return [(i * hop, min(i * hop + hop + overlap, num_samples)) for i in range(n)]
+
+
+def crossfade(
+    pieces: Sequence[torch.Tensor], spans: Sequence[tuple[int, int]], overlap: int
+) -> torch.Tensor:
+    """Chunks [S_i] at ``spans`` (from ``plan_chunks``) -> one signal [S].
+
+    Raised-cosine ramps over each overlap: fade-out sin^2 and fade-in cos^2 sum to exactly 1, so a
+    signal the chunks agree on comes back unchanged, and the ramps have zero slope at both ends,
+    so the seam adds no click. Amplitude (not power) complementary because neighbouring chunks
+    enhance the same audio and are strongly correlated.
+    """
+    length = spans[-1][1]
+    out = torch.zeros(length, dtype=pieces[0].dtype, device=pieces[0].device)
+    weight = torch.zeros_like(out)
+    t = (torch.arange(overlap, dtype=out.dtype, device=out.device) + 0.5) / max(overlap, 1)
+    fade_in = torch.sin(0.5 * math.pi * t).square()
+    for i, (piece, (start, end)) in enumerate(zip(pieces, spans)):
+        w = torch.ones(end - start, dtype=out.dtype, device=out.device)
+        if i > 0:
+            n = min(overlap, end - start)
+            w[:n] = fade_in[:n]
+        if i + 1 < len(spans):
+            # Only the part of the next chunk's fade-in that lies inside this chunk.
+            n = end - spans[i + 1][0]
+            w[end - start - n :] = 1 - fade_in[:n]
+        out[start:end] += w * piece
+        weight[start:end] += w
+    # The weights already sum to 1; dividing keeps that exact where a last chunk is cut short.
+    return out / weight
+
+
+def to_mono_16k(wav: np.ndarray | torch.Tensor, sr: int) -> np.ndarray:
+    """[S] or [C, S] at any rate -> float32 mono 16 kHz [S'] (channels averaged, soxr resampled)."""
+    from data_sim.audio import resample
+
+    x = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    if x.ndim == 2:
+        x = x.mean(axis=0)
+    if x.ndim != 1:
+        raise ValueError(f"expected audio [S] or [C, S], got shape {tuple(x.shape)}")
+    if x.size == 0:
+        raise ValueError("empty audio")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return np.ascontiguousarray(resample(x, int(sr), SAMPLE_RATE), dtype=np.float32)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto": CUDA when available, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """"auto": bf16 on CUDA, fp32 elsewhere; else "fp32"/"bf16"/"fp16" or a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16")
+    return names[dtype]
+
+
+def save_enhancer(path: str | Path, ni_encoder, lm, codec, cfg: EnhancerConfig | None = None) -> Path:
+    """Write a model directory: ``enhancer.yaml`` and each part's ``save_pretrained`` folder."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, part in zip(PARTS, (ni_encoder, lm, codec)):
+        part.save_pretrained(path / name)
+    save_config(cfg or EnhancerConfig(), path / CONFIG_FILE)
+    return path
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """``path`` if it is a model directory, else a FileNotFoundError saying what is missing."""
+    path = Path(path)
+    if not path.exists():
+        if path == DEFAULT_MODEL_DIR:
+            raise FileNotFoundError(
+                "no default model: run `l3se recipe quickstart` or pass --model DIR"
+            )
+        raise FileNotFoundError(f"model directory not found: {path}")
+    missing = [n for n in (CONFIG_FILE, *PARTS) if not (path / n).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not an enhancer model directory: missing {', '.join(missing)}"
+        )
+    return path
+
+
+class Enhancer:
+    """See the module docstring. Outputs are 16 kHz mono."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self, ni_encoder, lm, codec, cfg: EnhancerConfig | None = None,
+        device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+    ):
+        self.cfg = cfg or EnhancerConfig()
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.ni_encoder = ni_encoder.to(self.device).eval()
+        self.lm = lm.to(self.device).eval()
+        self.codec = codec.to(self.device).eval()
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path = DEFAULT_MODEL_DIR, device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto", decode: DecodeConfig | dict | None = None,
+    ) -> Enhancer:
+        """Load a model directory. ``decode`` replaces its saved decoding settings (a dict: only
+        the fields it names)."""
+        from l3se.models.codec import WavCodec
+        from l3se.models.lm import SpeechLM
+        from l3se.models.ni_encoder import NIEncoder
+
+        path = check_model_dir(path)
+        cfg = load_config(EnhancerConfig, path / CONFIG_FILE)
+        if isinstance(decode, dict):
+            decode = from_dict(DecodeConfig, {**to_dict(cfg.decode), **decode})
+        if decode is not None:
+            cfg.decode = decode
+        codec = WavCodec.from_pretrained(path / "codec")
+        # Only the quantizer's codebooks and the decoder are used: dropping the codec's own WavLM
+        # and encoder saves a second WavLM-Large (over 1 GB in fp32) per process.
+        for name in ("ssl", "mixture", "encoder"):
+            delattr(codec, name)
+        return cls(
+            NIEncoder.from_pretrained(path / "ni_encoder"), SpeechLM.from_pretrained(path / "lm"),
+            codec, cfg, device=device, dtype=dtype,
+        )
+
+    @property
+    def chunk_samples(self) -> int:
+        return max(1, round(self.cfg.chunk_seconds * SAMPLE_RATE / FRAME_LENGTH)) * FRAME_LENGTH
+
+    @property
+    def overlap_samples(self) -> int:
+        return round(self.cfg.overlap_seconds * SAMPLE_RATE / FRAME_LENGTH) * FRAME_LENGTH
+
+    def enhance(
+        self, wav: np.ndarray | torch.Tensor, sr: int, progress: Progress | None = None
+    ) -> np.ndarray | torch.Tensor:
+        """wav [S] or [C, S] at ``sr`` -> enhanced mono 16 kHz [S * 16000 / sr], of the input's
+        type (a CPU float tensor for a tensor)."""
+        return self.enhance_batch([(wav, sr)], progress)[0]
+
+    def enhance_batch(
+        self, items: Sequence[tuple[np.ndarray | torch.Tensor, int]],
+        progress: Progress | None = None,
+    ) -> list[np.ndarray | torch.Tensor]:
+        """Enhance several inputs together; each output has its own input's length."""
+        signals = [torch.from_numpy(to_mono_16k(wav, sr)) for wav, sr in items]
+        plans = [plan_chunks(len(s), self.chunk_samples, self.overlap_samples) for s in signals]
+        pieces = [(i, j, signals[i][a:b]) for i, plan in enumerate(plans)
+                  for j, (a, b) in enumerate(plan)]
+        results: list[list[torch.Tensor | None]] = [[None] * len(p) for p in plans]
+        batches = self._batches(pieces)
+        done = 0
+        for batch in batches:
+            for (i, j, _), out in zip(batch, self.enhance_tensor([p[2] for p in batch])):
+                results[i][j] = out
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(pieces))
+        outputs = []
+        for (wav, _), plan, res in zip(items, plans, results):
+            y = res[0] if len(res) == 1 else crossfade(res, plan, self.overlap_samples)
+            outputs.append(y if isinstance(wav, torch.Tensor) else y.numpy())
+        return outputs
+
+    def _batches(self, pieces: list) -> list[list]:
+        """Batches of at most ``batch_size`` pieces with the same number of codec frames, longest
+        first. Equal frame counts mean no padded frames, which the encoder's convolutions and the
+        decoder's attention would otherwise see: an item's output does not depend on what it is
+        batched with, and autoregressive steps are not spent on padding."""
+        groups: dict[int, list] = {}
+        for piece in sorted(pieces, key=lambda p: -len(p[2])):
+            groups.setdefault(math.ceil(len(piece[2]) / FRAME_LENGTH), []).append(piece)
+        bs = max(1, self.cfg.batch_size)
+        return [g[k : k + bs] for g in groups.values() for k in range(0, len(g), bs)]
+
+    @torch.inference_mode()
+    def enhance_tensor(self, wavs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """16 kHz mono signals [S_i] -> enhanced [S_i] (CPU float32): one NI-Encoder pass, one
+        batched generate, one codec decode, each output trimmed to its own length."""
+        from l3se.decoding import generate
+
+        lengths = torch.tensor([len(w) for w in wavs])
+        total = FRAME_LENGTH * math.ceil(int(lengths.max()) / FRAME_LENGTH)
+        batch = torch.stack([F.pad(w, (0, total - len(w))) for w in wavs]).to(self.device)
+        lengths = lengths.to(self.device)
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
+            feats = self.ni_encoder(batch, lengths)
+            prefix = self.lm.prefix(feats.acoustic, feats.semantic)
+            codes = generate(self.lm, prefix, feats.frame_lengths, self.cfg.decode)
+            audio = self.codec.decode(codes).float().cpu()
+        return [audio[b, :n] for b, n in enumerate(lengths.tolist())]

@@ -1,0 +1,89 @@
+"""The Qwen3 decoder-only LLM used twice in L3-SE: frozen, as WavS2T's text decoder, and fine-tuned
+over an audio vocabulary, as the enhancement LM.
+
+At paper scale it is ``Qwen/Qwen3-0.6B`` from the Hugging Face hub. Tests and the offline
+quickstart build the same ``transformers.Qwen3ForCausalLM`` from config numbers with random
+weights (``pretrained: null``), so no download is needed to construct a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PAPER_QWEN3 = "Qwen/Qwen3-0.6B"
+
+# Qwen/Qwen3-0.6B's architecture, so that the paper model builds without the hub.
+QWEN3_0_6B: dict[str, Any] = {
+    "vocab_size": 151936,
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "max_position_embeddings": 40960,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+    "attention_bias": False,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+}
+
+# A few-megabyte Qwen3 for tests and CPU recipes (vocab_size is set by whoever builds it).
+QWEN3_TINY: dict[str, Any] = {
+    **QWEN3_0_6B,
+    "vocab_size": 1024,
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "max_position_embeddings": 8192,
+    "bos_token_id": None,
+    "eos_token_id": None,
+}
+
+PRESETS = {"0.6b": QWEN3_0_6B, "tiny": QWEN3_TINY}
+
+
+@dataclass
+class LLMConfig:
+    # Hub name or local folder to load weights from; null builds ``arch`` with random weights.
+    pretrained: str | None = PAPER_QWEN3
+    # "0.6b", "tiny", or Qwen3Config fields; only used when ``pretrained`` is null.
+    arch: str | dict = "0.6b"
+
+
+def build_qwen3_config(arch: str | dict, **overrides):
+    from transformers import Qwen3Config
+
+    if isinstance(arch, str):
+        if arch not in PRESETS:
+            raise ValueError(f"unknown Qwen3 preset {arch!r}; choose from {sorted(PRESETS)}")
+        arch = PRESETS[arch]
+    arch = {**arch, **overrides}
+    rope_theta = arch.pop("rope_theta", None)
+    conf = Qwen3Config(**arch)
+    if rope_theta is not None:
+        conf.rope_parameters = {"rope_type": "default", "rope_theta": rope_theta}
+    return conf
+
+
+def build_qwen3(cfg: LLMConfig, **overrides):
+    """``Qwen3ForCausalLM`` from the hub (``cfg.pretrained``) or from ``cfg.arch`` with random
+    weights; ``overrides`` (e.g. ``vocab_size``) apply to a randomly built model only."""
+    from transformers import Qwen3ForCausalLM
+
+    if cfg.pretrained:
+        return Qwen3ForCausalLM.from_pretrained(cfg.pretrained)
+    return Qwen3ForCausalLM(build_qwen3_config(cfg.arch, **overrides))
+
+
+def qwen3_arch(model) -> dict:
+    """Full config of a built model as plain data: rebuilds the architecture without the hub."""
+    return json.loads(model.config.to_json_string(use_diff=False))

@@ -1,0 +1,111 @@
+"""The lm stage: fine-tune Qwen3 (+ prefix adapters + audio vocabulary) to predict clean WavCodec
+tokens from the frozen NI-Encoder's view of noisy speech; exports the enhancer model directory.
+
+    l3se train lm --config tiny
+    torchrun --nproc_per_node 8 recipes/train_lm.py lm --config paper
+
+Named configs are ``recipes/configs/lm/<name>.yaml``. Each run writes
+``<train.output_dir>/{config.yaml, checkpoints/, tb/, model/}``; ``model/`` is an enhancer model
+directory (``enhancer.yaml`` + ``ni_encoder/``, ``lm/``, ``codec/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_sim.dataset import DataConfig
+from l3se.config import ConfigError, load_config
+from l3se.models.lm import SpeechLMConfig
+from l3se.training.options import OptimConfig, TrainConfig
+
+STAGES = ("lm",)
+
+
+@dataclass
+class LMRecipeConfig:
+    # Exported model directories of the earlier stages.
+    ni_encoder: str = "runs/distill-paper/model"
+    codec: str = "runs/codec2-paper/model"
+    # acoustic_dim / semantic_dim null: taken from the loaded NI-Encoder.
+    lm: SpeechLMConfig = field(default_factory=SpeechLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    valid: DataConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def _load_part(kind, path: str, what: str, stage: str):
+    if not Path(path).is_dir():
+        raise ConfigError(
+            f"{what}: {path} does not exist (it is {stage}'s exported model: run "
+            f"`l3se train {stage}` first or point {what} at it)"
+        )
+    return kind.from_pretrained(path)
+
+
+def lm_config(cfg: SpeechLMConfig, ni_encoder, codec) -> SpeechLMConfig:
+    """``cfg`` with the feature sizes of ``ni_encoder`` filled in, checked against both parts."""
+    if cfg.prefix == "acoustic+semantic" and ni_encoder.semantic_dim is None:
+        raise ConfigError(
+            "lm.prefix 'acoustic+semantic' needs an NI-Encoder with a semantic head; this one is "
+            "acoustic-only (set lm.prefix=acoustic or distill with semantic targets)"
+        )
+    filled = dataclasses.replace(
+        cfg,
+        acoustic_dim=cfg.acoustic_dim or ni_encoder.acoustic_dim,
+        semantic_dim=cfg.semantic_dim or ni_encoder.semantic_dim,
+    )
+    checks = [
+        ("lm.acoustic_dim", filled.acoustic_dim, ni_encoder.acoustic_dim, "the NI-Encoder"),
+        ("lm.n_codebooks", filled.n_codebooks, codec.cfg.n_codebooks, "the codec"),
+        ("lm.codebook_size", filled.codebook_size, codec.cfg.codebook_size, "the codec"),
+    ]
+    if cfg.prefix == "acoustic+semantic":
+        checks.append(
+            ("lm.semantic_dim", filled.semantic_dim, ni_encoder.semantic_dim, "the NI-Encoder")
+        )
+    if ni_encoder.frame_length != codec.frame_length:
+        raise ConfigError(
+            f"the NI-Encoder's frames are {ni_encoder.frame_length} samples, the codec's "
+            f"{codec.frame_length}: the prefix and the tokens must share one frame rate"
+        )
+    for key, mine, theirs, part in checks:
+        if mine != theirs:
+            raise ConfigError(f"{key} is {mine} but {part} has {theirs}: set it to {theirs}")
+    return filled
+
+
+def build_task(cfg: LMRecipeConfig):
+    from l3se.models.codec import WavCodec
+    from l3se.models.lm import SpeechLM
+    from l3se.models.ni_encoder import NIEncoder
+    from l3se.training.lm_task import LMTask
+
+    ni_encoder = _load_part(NIEncoder, cfg.ni_encoder, "ni_encoder", "distill")
+    codec = _load_part(WavCodec, cfg.codec, "codec", "codec-2")
+    lm = SpeechLM(lm_config(cfg.lm, ni_encoder, codec))
+    return LMTask(lm, ni_encoder, codec)
+
+
+def run(stage: str, config: str | Path, overrides: list[str] = (), stop_at: int | None = None):
+    """Train ``stage`` with the YAML ``config`` plus ``key=value`` overrides; returns the
+    output directory."""
+    from l3se.training.distributed import seed_everything
+    from l3se.training.engine import train_stage
+
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    cfg = load_config(LMRecipeConfig, config, overrides)
+    # Same seed on every rank: identical initial weights before the engine's broadcast.
+    seed_everything(cfg.train.seed)
+    task = build_task(cfg)
+    return train_stage(task, cfg, stage, stop_at)
+
+
+if __name__ == "__main__":
+    from l3se.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

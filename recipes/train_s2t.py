@@ -1,0 +1,129 @@
+"""WavS2T training (the s2t stage): the semantic teacher learns clean speech -> transcript through
+a frozen text LLM (next-token prediction, the paper) or a CTC head (Table 3 (e) ablation), on
+top of the WavLM backbone it shares with WavCodec.
+
+    l3se train s2t --config tiny
+    l3se train s2t --config tiny_ctc
+    torchrun --nproc_per_node 8 recipes/train_s2t.py s2t --config paper
+
+Named configs are ``recipes/configs/s2t/<name>.yaml``. Each run writes
+``<train.output_dir>/{config.yaml, checkpoints/, tb/, model/}`` (plus ``tokenizer/`` when built
+from the data); ``model/`` is a ``WavS2T.from_pretrained`` directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_sim.dataset import DataConfig
+from l3se.config import ConfigError, load_config
+from l3se.models.s2t import WavS2TConfig
+from l3se.training.options import OptimConfig, TrainConfig
+
+STAGES = ("s2t",)
+
+
+@dataclass
+class S2TRecipeConfig:
+    model: WavS2TConfig = field(default_factory=WavS2TConfig)
+    # The WavCodec model directory whose WavLM the two teachers share (codec-2's
+    # output_dir/model); null keeps model.ssl as built.
+    backbone_from: str | None = None
+    # Train a small tokenizer on data.speech's transcripts into output_dir/tokenizer (reused
+    # when there) and use it instead of model.tokenizer: the offline runs have no Qwen3.
+    tokenizer_from_data: bool = False
+    tokenizer_vocab_size: int = 512
+    data: DataConfig = field(default_factory=DataConfig)
+    valid: DataConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def check_data(cfg: S2TRecipeConfig) -> None:
+    for name, data in (("data", cfg.data), ("valid", cfg.valid)):
+        if data is None:
+            continue
+        if data.mix.segment_seconds is not None:
+            raise ConfigError(
+                f"{name}.mix.segment_seconds: s2t needs whole utterances with their "
+                "transcripts; set it to null"
+            )
+        if data.mix.p_noise > 0 or data.mix.p_reverb > 0:
+            raise ConfigError(
+                f"{name}.mix: the semantic teacher learns from clean speech; set p_noise and "
+                "p_reverb to 0"
+            )
+
+
+def data_tokenizer(cfg: S2TRecipeConfig) -> str:
+    """The tokenizer folder in output_dir, trained from ``data.speech``'s transcripts if
+    missing. Every rank builds the same one in a temporary folder and the first rename wins, so
+    no rank reads a half-written folder."""
+    from data_sim.sources import load_source
+    from l3se.models.tokenizer import build_tokenizer
+
+    out = Path(cfg.train.output_dir) / "tokenizer"
+    if out.is_dir():
+        return str(out)
+    texts = [item.text for item in load_source(cfg.data.speech) if item.text]
+    if not texts:
+        raise ConfigError(f"tokenizer_from_data: {cfg.data.speech} holds no transcripts")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out.parent))
+    build_tokenizer(texts, tmp, cfg.tokenizer_vocab_size)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if not out.is_dir():
+            raise
+        shutil.rmtree(tmp)
+    return str(out)
+
+
+def build_task(stage: str, cfg: S2TRecipeConfig):
+    from l3se.models.s2t import WavS2T
+    from l3se.training.s2t_task import S2TTask
+
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    if cfg.backbone_from is not None and not Path(cfg.backbone_from).is_dir():
+        raise ConfigError(
+            f"backbone_from: {cfg.backbone_from} does not exist (WavS2T shares WavCodec's WavLM: "
+            "run `l3se train codec-2` first or point backbone_from at its model directory)"
+        )
+    model_cfg = cfg.model
+    if cfg.tokenizer_from_data:
+        model_cfg = dataclasses.replace(model_cfg, tokenizer=data_tokenizer(cfg))
+    model = WavS2T(model_cfg)
+    if cfg.backbone_from is not None:
+        try:
+            model.load_backbone_from(cfg.backbone_from)
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(f"backbone_from: {e}") from None
+    return S2TTask(model)
+
+
+def run(stage: str, config: str | Path, overrides: list[str] = (), stop_at: int | None = None):
+    """Train ``stage`` with the YAML ``config`` plus ``key=value`` overrides; returns the
+    output directory."""
+    from l3se.training.distributed import seed_everything
+    from l3se.training.engine import train_stage
+
+    cfg = load_config(S2TRecipeConfig, config, overrides)
+    check_data(cfg)
+    # Same seed on every rank: identical initial weights before the engine's broadcast.
+    seed_everything(cfg.train.seed)
+    task = build_task(stage, cfg)
+    return train_stage(task, cfg, stage, stop_at)
+
+
+if __name__ == "__main__":
+    from l3se.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))
