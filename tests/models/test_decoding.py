@@ -5,8 +5,10 @@ import torch
 from l3se.decoding import DecodeConfig, generate, left_pad
 from l3se.models.codec import WavCodec
 from tests.conftest import speech_like
-from tests.models.test_lm import one_thread, tiny_lm  # noqa: F401 (autouse fixture)
+from tests.models.test_lm import tiny_lm
 from tests.models.tiny import tiny_codec_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_left_pad():

@@ -13,10 +13,11 @@ from l3se.models.ni_encoder import NIEncoder, NIEncoderConfig
 from l3se.models.ssl import SSLConfig
 from l3se.training.lm_task import LMTask
 from recipes.train_lm import LMRecipeConfig, build_task, run
-from tests.models.test_lm import one_thread  # noqa: F401 (autouse fixture)
 from tests.models.tiny import tiny_codec_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "lm"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_ni_encoder(semantic: bool = True) -> NIEncoder:
