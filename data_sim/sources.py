@@ -145,7 +145,16 @@ def jsonl_rows(path: str | Path) -> list[tuple[int, dict]]:
 
 def read_wav_scp(scp: str | Path) -> list[AudioItem]:
     """Kaldi ``wav.scp`` (``UTT PATH`` lines), with ``text`` and ``utt2spk`` beside it if present.
-    Piped commands (``... |``) are not supported: they name no file."""
+    Missing files fail up front, all listed."""
+    scp = Path(scp)
+    items = parse_wav_scp(scp)
+    _require_existing(scp, items)
+    return _fill_durations(items)
+
+
+def parse_wav_scp(scp: str | Path) -> list[AudioItem]:
+    """The entries of a ``wav.scp`` as they are written, files not checked. Piped commands
+    (``... |``) are not supported: they name no file."""
     scp = Path(scp)
     texts = _kaldi_table(scp.parent / "text")
     speakers = _kaldi_table(scp.parent / "utt2spk")
@@ -155,8 +164,10 @@ def read_wav_scp(scp: str | Path) -> list[AudioItem]:
         if not utt:
             continue
         path = path.strip()
-        if path.endswith("|"):
-            raise SourceError(f"{scp}:{n}: piped commands are not supported; list files instead")
+        if not path or path.endswith("|"):
+            raise SourceError(
+                f"{scp}:{n}: expected 'UTT PATH' (piped commands are not supported; list files)"
+            )
         p = Path(path)
         items.append(
             AudioItem(
@@ -166,8 +177,7 @@ def read_wav_scp(scp: str | Path) -> list[AudioItem]:
                 speaker=speakers.get(utt),
             )
         )
-    _require_existing(scp, items)
-    return _fill_durations(items)
+    return items
 
 
 def write_jsonl(items: list[AudioItem], manifest: str | Path) -> None:

@@ -373,17 +373,12 @@ def _default_id(path: Path, base: Path) -> str:
 
 
 def _scp_entries(scp: Path) -> list[tuple[str, Path]]:
-    entries = []
-    for n, line in enumerate(scp.read_text().splitlines(), 1):
-        uid, _, path = line.strip().partition(" ")
-        if not uid:
-            continue
-        path = path.strip()
-        if not path or path.endswith("|"):
-            raise InputError(f"{scp}:{n}: expected 'ID PATH' (piped commands are not supported)")
-        p = Path(path)
-        entries.append((uid, p if p.is_absolute() else scp.parent / p))
-    return entries
+    from data_sim.sources import SourceError, parse_wav_scp
+
+    try:
+        return [(item.id, Path(item.path)) for item in parse_wav_scp(scp)]
+    except SourceError as e:
+        raise InputError(str(e)) from None
 
 
 def _manifest_jobs(entries: list[tuple[str, Path]], out: Path) -> list[Job]:
