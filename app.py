@@ -26,8 +26,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from data_sim.audio import SAMPLE_RATE, AudioError, audio_info, load_audio, write_audio
+from l3se.cli import quiet_warnings
+from l3se.config import ConfigError, load_config
 from l3se.decoding import DecodeConfig
-from l3se.enhancer import DEFAULT_MODEL_DIR, Enhancer, check_model_dir
+from l3se.enhancer import (
+    CONFIG_FILE,
+    DEFAULT_MODEL_DIR,
+    Enhancer,
+    EnhancerConfig,
+    check_model_dir,
+)
 
 log = logging.getLogger("l3se.app")
 
@@ -215,6 +223,15 @@ def example_files() -> list[list[str]]:
     return [[str(p)] for p in sorted(EXAMPLES_DIR.glob("*.wav"))]
 
 
+def saved_decode(model_dir: Path) -> DecodeConfig:
+    """The decoding settings stored with a model (the defaults if it has none): the decoding
+    controls start from them, so the page's first run decodes as the model's trainer chose."""
+    try:
+        return load_config(EnhancerConfig, model_dir / CONFIG_FILE).decode
+    except (OSError, ConfigError):
+        return DecodeConfig()
+
+
 def build_app(
     model_dir: str | Path | None = None, loader: Loader = Enhancer.from_pretrained,
     max_seconds: float = MAX_SECONDS, output_dir: str | Path | None = None,
@@ -227,6 +244,7 @@ def build_app(
     out_dir = Path(output_dir or tempfile.mkdtemp(prefix="l3se-app-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = make_enhance_handler(cache, out_dir, max_seconds)
+    decode = saved_decode(default_dir)
     with gr.Blocks(title="L3-SE speech enhancement", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# L3-SE speech enhancement\n"
@@ -245,12 +263,13 @@ def build_app(
                     placeholder=f"empty: the default model ({default_dir})",
                 )
                 with gr.Accordion("Decoding", open=False):
-                    strategy = gr.Radio(["greedy", "sample"], value="greedy", label="Strategy")
-                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05,
+                    strategy = gr.Radio(["greedy", "sample"], value=decode.strategy,
+                                        label="Strategy")
+                    temperature = gr.Slider(0.1, 2.0, value=decode.temperature, step=0.05,
                                             label="Temperature (sampling only)")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05,
+                    top_p = gr.Slider(0.05, 1.0, value=decode.top_p, step=0.05,
                                       label="Top-p (sampling only)")
-                    seed = gr.Number(value=0, precision=0, label="Seed (sampling only)")
+                    seed = gr.Number(value=decode.seed, precision=0, label="Seed (sampling only)")
                 button = gr.Button("Enhance", variant="primary", elem_id="enhance")
             with gr.Column():
                 audio_out = gr.Audio(
@@ -299,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help='upload cap, e.g. "50mb"')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_warnings()
     if args.model is not None:
         check_model_dir(args.model)
     elif not DEFAULT_MODEL_DIR.exists():

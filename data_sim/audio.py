@@ -9,13 +9,14 @@ folder is renamed into place, so an interrupted job never leaves a half-written 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from data_sim.files import atomic_path
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -109,19 +110,12 @@ def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 def write_audio(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
     """Write a mono float signal as 16-bit PCM, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise ValueError(f"write_audio expects a mono signal [S], got shape {wav.shape}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    with atomic_path(path) as tmp:
         sf.write(tmp, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _count_frames(path: str | Path) -> int:

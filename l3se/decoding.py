@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from l3se.models.llm import cache_kwargs
 from l3se.models.tokens import BOS
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def generate(
     start = t + 1
     hidden = lm.body(
         inputs_embeds=x, attention_mask=mask[:, :start], position_ids=positions[:, :start],
-        past_key_values=cache, use_cache=True,
+        **cache_kwargs(cache),
     ).last_hidden_state[:, -1]
     step_mask = _step_mask(lm, mask, prefix.dtype)
     for i in range(n):
@@ -104,7 +105,7 @@ def generate(
         hidden = lm.body(
             inputs_embeds=lm.embed((entry + offsets[c])[:, None]).to(x.dtype),
             attention_mask=step_mask(end), position_ids=positions[:, end - 1 : end],
-            past_key_values=cache, use_cache=True,
+            **cache_kwargs(cache),
         ).last_hidden_state[:, -1]
     codes = out.view(b, t, q).transpose(1, 2)
     frames = torch.arange(t, device=device)[None, None] < frame_lengths[:, None, None]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from data_sim.dataset import DataConfig
 from l3se.config import ConfigError, load_config
+from l3se.enhancer import EnhancerConfig
 from l3se.models.lm import SpeechLMConfig
 from l3se.training.options import OptimConfig, TrainConfig
 
@@ -35,6 +36,9 @@ class LMRecipeConfig:
     valid: DataConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # Inference settings written into the exported model directory (and used by validation's
+    # decode): what `l3se enhance` and the app use unless told otherwise.
+    enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
 
 
 def _load_part(kind, path: str, what: str, stage: str):
@@ -87,7 +91,7 @@ def build_task(cfg: LMRecipeConfig):
     ni_encoder = _load_part(NIEncoder, cfg.ni_encoder, "ni_encoder", "distill")
     codec = _load_part(WavCodec, cfg.codec, "codec", "codec-2")
     lm = SpeechLM(lm_config(cfg.lm, ni_encoder, codec))
-    return LMTask(lm, ni_encoder, codec)
+    return LMTask(lm, ni_encoder, codec, cfg.enhancer)
 
 
 def run(stage: str, config: str | Path, overrides: list[str] = (), stop_at: int | None = None):

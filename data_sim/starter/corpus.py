@@ -26,8 +26,6 @@ import itertools
 import json
 import math
 import multiprocessing
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_sim.audio import SAMPLE_RATE, AudioError, audio_info, load_audio, write_audio
+from data_sim.files import atomic_write
 from data_sim.starter.noises import NOISE_KINDS, generate_noise
 from data_sim.starter.rirs import measure_rt60, sample_room, simulate_rir
 from data_sim.starter.text import sentence_stream
@@ -153,7 +152,7 @@ def build_starter_corpus(out: Path, cfg: StarterConfig, progress: bool = True) -
         "rir": rir,
         "build_seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    _write_text(out / "starter.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / "starter.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -207,7 +206,7 @@ def _speech_job(job: _SpeechJob) -> float:
 
 def _build_speech(root: Path, cfg: StarterConfig, engines: list[str], run, progress: bool) -> dict:
     speakers = make_speakers(cfg, engines) if engines else []
-    _write_text(
+    atomic_write(
         root / "speakers.json",
         json.dumps(
             {str(s.id): {"split": s.split, **s.voice.describe()} for s in speakers}, indent=2
@@ -274,7 +273,10 @@ def _synthesise_until(
     """
     rows: list[dict] = []
     total = 0.0
-    bar = tqdm(total=target_s, unit="s", desc=desc, disable=not progress)
+    bar = tqdm(
+        total=target_s, desc=desc, disable=not progress,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of speech [{elapsed}<{remaining}]",
+    )
     while total < target_s:
         size = min(8 * workers, max(1, math.ceil((target_s - total) / _LONGEST_UTTERANCE_S)))
         chunk = list(itertools.islice(jobs, size))
@@ -297,7 +299,7 @@ def _write_speech_split(root: Path, split: str, rows: list[dict]) -> None:
     keep = {r["path"] for r in rows}
     for chapter_dir, lines in chapters.items():
         trans = chapter_dir / f"{chapter_dir.parent.name}-{chapter_dir.name}.trans.txt"
-        _write_text(root / trans, "\n".join(lines) + "\n")
+        atomic_write(root / trans, "\n".join(lines) + "\n")
         keep.add(str(trans))
     fields = ("id", "path", "duration", "text", "speaker")
     entries = [{k: r[k] for k in fields} | {"sample_rate": SAMPLE_RATE} for r in rows]
@@ -487,7 +489,7 @@ def _check_fingerprint(out: Path, cfg: StarterConfig, engines: list[str]) -> Non
                 f"({', '.join(f'{k}={previous.get(k)!r}' for k in changed)}); use a new folder"
             )
     else:
-        _write_text(path, json.dumps(current, indent=2) + "\n")
+        atomic_write(path, json.dumps(current, indent=2) + "\n")
 
 
 def _prune(root: Path, split: str, keep: set[str], patterns: tuple[str, ...]) -> None:
@@ -505,17 +507,4 @@ def _prune(root: Path, split: str, keep: set[str], patterns: tuple[str, ...]) ->
 
 
 def _write_manifest(path: Path, entries: list[dict]) -> None:
-    _write_text(path, "".join(json.dumps(e) + "\n" for e in entries))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a temporary file in the same folder renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, "".join(json.dumps(e) + "\n" for e in entries))

@@ -15,6 +15,22 @@ from l3se import __version__
 GROUPS = ["data", "recipe", "train", "enhance", "evaluate"]
 
 
+# Third-party noise on every command: deprecations inside dac/audiotools/transformers/torch.
+QUIET = (
+    r".*torch\.nn\.utils\.weight_norm.*deprecated",
+    r".*torch\.jit\.script.*deprecated",
+    r"Support for mismatched key_padding_mask",
+    r"stft_data changed shape",
+)
+
+
+def quiet_warnings() -> None:
+    import warnings
+
+    for pattern in QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 
@@ -40,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    quiet_warnings()
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="offline end-to-end run: starter corpus, five tiny stages, enhance, evaluate",
         description="Build the starter corpus and eval set under --data, train codec-1, codec-2, "
         "s2t, distill and lm at tiny scale on the CPU under --runs, enhance the eval set and "
-        "print the evaluation table (noisy vs enhanced vs codec resynthesis). Finished stages "
-        "are reused and an interrupted stage resumes, so running it again continues.",
+        "print the evaluation table (noisy vs enhanced vs codec resynthesis vs clean). Finished "
+        "stages are reused and an interrupted stage resumes, so running it again continues.",
     )
     p.add_argument("--data", type=Path, default=Path("data"), help="data folder (default: data)")
     p.add_argument(

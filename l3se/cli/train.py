@@ -72,28 +72,11 @@ def resolve_config(folder: str, name: str) -> Path:
     return path
 
 
-# Third-party noise on every run: deprecations inside dac/audiotools/transformers, not ours.
-QUIET = (
-    r".*torch\.nn\.utils\.weight_norm.*deprecated",
-    r".*torch\.jit\.script.*deprecated",
-    r"Support for mismatched key_padding_mask",
-    r"stft_data changed shape",
-)
-
-
-def quiet_warnings() -> None:
-    import warnings
-
-    for pattern in QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
-
-
 def _train(args) -> int:
     from data_sim.sources import SourceError
     from l3se.cli import UserError
     from l3se.training.checkpoint import CheckpointError
 
-    quiet_warnings()
     path = resolve_config(args.folder, args.config)
     recipe = importlib.import_module(args.module)
     try:

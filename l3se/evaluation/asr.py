@@ -29,9 +29,14 @@ class PocketSphinxASR:
         from pocketsphinx import Decoder
 
         self._decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        self._initial_cmn = self._decoder.get_cmn()
 
     def transcribe(self, wav: np.ndarray) -> str:
         pcm = (np.clip(wav, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        # The front end adapts its cepstral mean (and more) across utterances, so a transcript would
+        # depend on what was decoded before it: reset both so each file is decoded from scratch.
+        self._decoder.reinit_feat()
+        self._decoder.set_cmn(self._initial_cmn)
         self._decoder.start_utt()
         self._decoder.process_raw(pcm, full_utt=True)
         self._decoder.end_utt()

@@ -15,13 +15,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data_sim.files import atomic_write
 
 # Headline columns of the comparison table, in the paper's order, then the codec-table ones.
 HEADLINE = ("dnsmos_ovrl", "utmos", "sbs", "lps", "sim_wavlm", "sim", "wer", "dwer",
@@ -31,18 +31,6 @@ LABELS = {"dnsmos_ovrl": "DNSMOS", "utmos": "UTMOS", "sbs": "SBS", "lps": "LPS",
           "wer_whisper": "WER-Whisper", "dwer_whisper": "dWER-Whisper", "pesq": "PESQ",
           "stoi": "STOI", "estoi": "ESTOI", "sisdr": "SI-SDR"}
 WER_COLUMNS = ("wer", "dwer", "wer_whisper", "dwer_whisper")
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def finite(rows: Iterable[dict], column: str) -> np.ndarray:

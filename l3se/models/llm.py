@@ -8,6 +8,7 @@ weights (``pretrained: null``), so no download is needed to construct a model.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -87,3 +88,12 @@ def build_qwen3(cfg: LLMConfig, **overrides):
 def qwen3_arch(model) -> dict:
     """Full config of a built model as plain data: rebuilds the architecture without the hub."""
     return json.loads(model.config.to_json_string(use_diff=False))
+
+
+def cache_kwargs(cache) -> dict:
+    """Keyword passing a KV cache to a transformers model's forward: ``cache`` from
+    transformers 5.2x on (which deprecates ``past_key_values``), ``past_key_values`` before."""
+    from transformers import Qwen3Model
+
+    name = "cache" if "cache" in inspect.signature(Qwen3Model.forward).parameters else "past_key_values"
+    return {name: cache, "use_cache": True}

@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from l3se.config import load_config, save_config
 from l3se.models.heads import SemanticEncoder, SemanticHeadConfig, frame_padding_mask
-from l3se.models.llm import PAPER_QWEN3, LLMConfig, build_qwen3, qwen3_arch
+from l3se.models.llm import PAPER_QWEN3, LLMConfig, build_qwen3, cache_kwargs, qwen3_arch
 from l3se.models.ssl import LayerMixture, SSLConfig, WavLMBackbone
 from l3se.models.tokenizer import load_tokenizer
 from l3se.models.weights import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
@@ -243,9 +243,8 @@ class WavS2T(nn.Module):
             inputs_embeds=inputs,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
             logits_to_keep=1,
+            **cache_kwargs(cache),
         )
         tokens: list[list[int]] = [[] for _ in range(n)]
         done = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -262,8 +261,7 @@ class WavS2T(nn.Module):
                 input_ids=nxt[:, None],
                 attention_mask=attention,
                 position_ids=positions,
-                past_key_values=out.past_key_values,
-                use_cache=True,
+                **cache_kwargs(cache),
             )
         return tokens
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from l3se.decoding import DecodeConfig, generate
+from l3se.decoding import generate
 from l3se.enhancer import EnhancerConfig, save_enhancer
 from l3se.models.codec import WavCodec
 from l3se.models.lm import SpeechLM
@@ -20,8 +20,12 @@ from l3se.training.task import StepOutput, Task, ValOutput
 
 
 class LMTask(Task):
-    def __init__(self, lm: SpeechLM, ni_encoder: NIEncoder, codec: WavCodec):
+    def __init__(
+        self, lm: SpeechLM, ni_encoder: NIEncoder, codec: WavCodec,
+        enhancer: EnhancerConfig | None = None,
+    ):
         super().__init__()
+        self.enhancer = enhancer or EnhancerConfig()
         self.lm = lm
         self.ni_encoder = ni_encoder.requires_grad_(False)
         self.codec = codec.requires_grad_(False)
@@ -54,9 +58,10 @@ class LMTask(Task):
 
     def validation_step(self, batch: dict) -> ValOutput:
         out, prefix, frame_lengths = self._loss(batch)
-        # One greedy decode per validation batch keeps validation cheap at paper scale.
+        # One decode per validation batch (with the exported decoding settings) keeps validation
+        # cheap at paper scale.
         n = int(frame_lengths[0])
-        codes = generate(self.lm, prefix[:1, :n], frame_lengths[:1], DecodeConfig())
+        codes = generate(self.lm, prefix[:1, :n], frame_lengths[:1], self.enhancer.decode)
         length = int(batch["lengths"][0])
         audio = {
             "noisy": batch["noisy"][:1, :length],
@@ -66,4 +71,4 @@ class LMTask(Task):
         return ValOutput(metrics={"loss": out.loss, "accuracy": out.accuracy}, audio=audio)
 
     def export(self, path: Path) -> None:
-        save_enhancer(path, self.ni_encoder, self.lm, self.codec, EnhancerConfig())
+        save_enhancer(path, self.ni_encoder, self.lm, self.codec, self.enhancer)

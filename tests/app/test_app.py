@@ -14,6 +14,7 @@ import soundfile as sf
 
 import app
 from data_sim.audio import write_audio
+from l3se import enhancer
 from l3se.enhancer import CONFIG_FILE, PARTS, EnhancerConfig
 from tests.conftest import speech_like
 
@@ -128,10 +129,10 @@ def test_model_dir_validation(tmp_path):
     assert "not an enhancer model directory" in error_message(excinfo)
 
 
-def test_missing_default_model_says_how_to_get_one():
-    cache = app.ModelCache(StandIn, app.DEFAULT_MODEL_DIR)
-    if app.DEFAULT_MODEL_DIR.exists():
-        pytest.skip("a default model is installed")
+def test_missing_default_model_says_how_to_get_one(tmp_path, monkeypatch):
+    # As in a checkout whose bundled model was deleted.
+    monkeypatch.setattr(enhancer, "DEFAULT_MODEL_DIR", tmp_path / "pretrained" / "default")
+    cache = app.ModelCache(StandIn, enhancer.DEFAULT_MODEL_DIR)
     with pytest.raises(gr.Error) as excinfo:
         cache.resolve(None)
     assert "--model" in error_message(excinfo)
@@ -243,6 +244,18 @@ def test_build_app_and_launch_settings(tmp_path):
     kwargs = app.launch_kwargs("10mb")
     assert kwargs == {"allowed_paths": [str(app.EXAMPLES_DIR)], "max_file_size": "10mb"}
     assert len(app.example_files()) >= 2
+
+
+def test_decoding_controls_start_from_the_models_settings(tmp_path):
+    def strategy_and_temperature(model: Path):
+        demo = app.build_app(model, loader=StandIn, output_dir=tmp_path / "o")
+        values = {b.label: b.value for b in demo.blocks.values() if hasattr(b, "value")}
+        return values["Strategy"], values["Temperature (sampling only)"]
+
+    assert strategy_and_temperature(fake_model_dir(tmp_path / "plain")) == ("greedy", 1.0)
+    sampled = fake_model_dir(tmp_path / "sampled")
+    (sampled / CONFIG_FILE).write_text("decode:\n  strategy: sample\n  temperature: 0.6\n")
+    assert strategy_and_temperature(sampled) == ("sample", 0.6)
 
 
 def test_cli_share_flag():

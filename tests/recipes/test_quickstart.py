@@ -37,7 +37,7 @@ def test_smoke_run_trains_every_stage_enhances_and_reports(tmp_path, capsys):
                             (runs / "enhanced").glob("*/noisy/*.wav")) == noisy
     assert len(list((runs / "codec").glob("*/clean/*.wav"))) == len(noisy)
     table = out[out.index("system"):]
-    for system in ("noisy", "enhanced", "codec"):
+    for system in ("noisy", "enhanced", "codec", "clean"):
         assert re.search(rf"^{system}\s+-?\d", table, re.M), table
     assert (runs / "report").is_dir()
 

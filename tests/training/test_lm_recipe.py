@@ -5,7 +5,7 @@ import torch
 
 from l3se.cli import main
 from l3se.config import ConfigError, load_config
-from l3se.enhancer import CONFIG_FILE, PARTS
+from l3se.enhancer import CONFIG_FILE, PARTS, EnhancerConfig
 from l3se.models.codec import WavCodec
 from l3se.models.heads import AcousticHeadConfig, SemanticHeadConfig
 from l3se.models.lm import SpeechLM
@@ -67,8 +67,10 @@ def test_configs_load(name):
         assert cfg.codec == "runs/codec2-paper/model"
         want = "acoustic" if name == "paper_acoustic_prefix" else "acoustic+semantic"
         assert cfg.lm.prefix == want
+        assert cfg.enhancer.decode.strategy == "greedy"
     else:
         assert cfg.lm.llm.pretrained is None and cfg.ni_encoder == "runs/distill-tiny/model"
+        assert (cfg.enhancer.decode.strategy, cfg.enhancer.decode.temperature) == ("sample", 0.6)
 
 
 def test_train_export_and_resume(corpus, parts, tmp_path):
@@ -82,6 +84,9 @@ def test_train_export_and_resume(corpus, parts, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step_00000003"
     model = out / "model"
     assert (model / CONFIG_FILE).is_file() and all((model / p).is_dir() for p in PARTS)
+    # The config's inference settings travel with the model.
+    decode = load_config(EnhancerConfig, model / CONFIG_FILE).decode
+    assert (decode.strategy, decode.temperature) == ("sample", 0.6)
     lm = SpeechLM.from_pretrained(model / "lm")
     assert lm.cfg.acoustic_dim == 32 and lm.cfg.semantic_dim == 24  # filled from the encoder
     # The frozen parts leave training untouched.
