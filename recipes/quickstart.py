@@ -172,8 +172,12 @@ def run(cfg: QuickstartConfig, log=print) -> dict:
         log(f"[quickstart] low-SNR DNSMOS OVRL, enhanced - noisy: {gain:+.3f}")
     if cfg.promote:
         if gain is not None and gain > 0:
+            # Copied beside it first, so an interrupted copy never leaves a broken default.
+            staged = DEFAULT_MODEL_DIR.with_name(".default.part")
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(model, staged)
             shutil.rmtree(DEFAULT_MODEL_DIR, ignore_errors=True)
-            shutil.copytree(model, DEFAULT_MODEL_DIR)
+            staged.rename(DEFAULT_MODEL_DIR)
             log(f"[quickstart] default model updated: {DEFAULT_MODEL_DIR}")
         else:
             log("[quickstart] default model left as it was: no low-SNR DNSMOS gain")

@@ -1,4 +1,4 @@
-"""The demo end to end in headless Chromium with a tiny random-init model: upload, Enhance, the
+"""The demo end to end in headless Chromium with the bundled default model: upload, Enhance, the
 enhanced audio and both spectrograms appear; bad uploads show their message; only allowed files
 are served. Set L3SE_SCREENSHOT=PATH to keep a screenshot of the finished page."""
 
@@ -19,7 +19,6 @@ import soundfile as sf
 
 import app
 from data_sim.audio import write_audio
-from tests.enhance.tiny_model import make_tiny_model_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
@@ -28,7 +27,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 MAX_SECONDS = 5.0
 # Larger than every example, smaller than a minute of 16-bit 16 kHz audio.
 MAX_FILE_SIZE = "1mb"
-# The shortest example keeps the tiny model's CPU decoding to a few seconds.
+# The shortest example keeps CPU decoding to a few seconds.
 EXAMPLE = min(app.EXAMPLES_DIR.glob("*.wav"), key=lambda p: sf.info(str(p)).frames)
 TIMEOUT_MS = 45_000
 
@@ -41,8 +40,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    model_dir = make_tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny")
-    demo = app.build_app(model_dir, max_seconds=MAX_SECONDS,
+    demo = app.build_app(None, max_seconds=MAX_SECONDS,
                          output_dir=tmp_path_factory.mktemp("enhanced"))
     port = free_port()
     demo.queue().launch(

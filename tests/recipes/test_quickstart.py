@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+import recipes.quickstart as quickstart_recipe
+from l3se import enhancer
 from l3se.cli import main
 from recipes.quickstart import STEPS, low_snr_gain
 
@@ -24,7 +26,7 @@ def quickstart(tmp_path, *extra) -> int:
     ])
 
 
-def test_smoke_run_trains_every_stage_enhances_and_reports(tmp_path, capsys):
+def test_smoke_run_trains_every_stage_enhances_and_reports(tmp_path, capsys, monkeypatch):
     assert quickstart(tmp_path) == 0
     out = capsys.readouterr().out
     runs = tmp_path / "runs"
@@ -41,12 +43,23 @@ def test_smoke_run_trains_every_stage_enhances_and_reports(tmp_path, capsys):
         assert re.search(rf"^{system}\s+-?\d", table, re.M), table
     assert (runs / "report").is_dir()
 
-    # A second run reuses every finished stage and file instead of training again.
+    # A second run reuses every finished stage and file instead of training again; with
+    # --promote and a gain (DNSMOS is not computed here, so the gain is stood in) it replaces
+    # the default model.
+    default = tmp_path / "pretrained" / "default"
+    (default / "lm").mkdir(parents=True)
+    (default / "lm" / "stale.safetensors").write_bytes(b"old")
+    monkeypatch.setattr(enhancer, "DEFAULT_MODEL_DIR", default)
+    monkeypatch.setattr(quickstart_recipe, "low_snr_gain", lambda summary: 0.25)
     assert main(["recipe", "quickstart", "--data", str(tmp_path / "data"), "--runs", str(runs),
-                 "--steps", "0.001", "--metrics", "sisdr", "--workers", "1"]) == 0
+                 "--steps", "0.001", "--metrics", "sisdr", "--workers", "1", "--promote"]) == 0
     again = capsys.readouterr().out
     assert all(f"[quickstart] {stage}: reusing" in again for stage in STEPS)
     assert ": training" not in again
+    assert f"default model updated: {default}" in again
+    assert sorted(p.relative_to(default) for p in default.rglob("*")) == sorted(
+        p.relative_to(runs / "lm" / "model") for p in (runs / "lm" / "model").rglob("*"))
+    assert [p.name for p in default.parent.iterdir()] == ["default"]  # no staging left
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
