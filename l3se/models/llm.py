@@ -8,6 +8,7 @@ weights (``pretrained: null``), so no download is needed to construct a model.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from dataclasses import dataclass
@@ -90,10 +91,14 @@ def qwen3_arch(model) -> dict:
     return json.loads(model.config.to_json_string(use_diff=False))
 
 
+@functools.cache
+def _cache_keyword() -> str:
+    from transformers import Qwen3Model
+
+    return "cache" if "cache" in inspect.signature(Qwen3Model.forward).parameters else "past_key_values"
+
+
 def cache_kwargs(cache) -> dict:
     """Keyword passing a KV cache to a transformers model's forward: ``cache`` from
     transformers 5.2x on (which deprecates ``past_key_values``), ``past_key_values`` before."""
-    from transformers import Qwen3Model
-
-    name = "cache" if "cache" in inspect.signature(Qwen3Model.forward).parameters else "past_key_values"
-    return {name: cache, "use_cache": True}
+    return {_cache_keyword(): cache, "use_cache": True}
