@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from data_sim.audio import SAMPLE_RATE, AudioError, audio_info, load_audio, write_audio
+from l3se.card import model_markdown
 from l3se.cli import quiet_warnings
 from l3se.config import ConfigError, load_config
 from l3se.decoding import DecodeConfig
@@ -79,6 +80,14 @@ class ModelCache:
             return check_model_dir(path).resolve()
         except FileNotFoundError as e:
             raise gr.Error(str(e), title="Not a model directory") from None
+
+    def card(self, typed: str | None) -> tuple[str, str]:
+        """(model card, its measured table) as markdown for the directory typed so far, or why
+        there is none: shown while typing, so it never raises."""
+        try:
+            return model_markdown(self.resolve(typed))
+        except gr.Error as e:
+            return f"**Not a model directory:** {e.message}", ""
 
     def get(self, model_dir: Path) -> Any:
         # One lock for all loads: two first requests must not load the same model twice.
@@ -262,6 +271,8 @@ def build_app(
                     label="Model directory", elem_id="model-dir",
                     placeholder=f"empty: the default model ({default_dir})",
                 )
+                card_text, measured_text = cache.card("")
+                card = gr.Markdown(card_text, elem_id="model-card")
                 with gr.Accordion("Decoding", open=False):
                     strategy = gr.Radio(["greedy", "sample"], value=decode.strategy,
                                         label="Strategy")
@@ -283,6 +294,10 @@ def build_app(
                                elem_id="noisy-spec")
             spec_out = gr.Image(label="Enhanced spectrogram", format="png", interactive=False,
                                 elem_id="enhanced-spec")
+        with gr.Accordion("Measured results of this model (from its model card)", open=False):
+            measured = gr.Markdown(measured_text, elem_id="model-measured")
+        model_box.change(cache.card, model_box, [card, measured], show_progress="hidden",
+                         queue=False)
         # One request at a time: a second model pass in parallel would only contend for the device.
         button.click(
             handler, [audio_in, model_box, strategy, temperature, top_p, seed],

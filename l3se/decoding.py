@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -22,7 +23,9 @@ class DecodeConfig:
     top_k: int = 0
     # 1.0: no nucleus filtering.
     top_p: float = 1.0
-    # Seed of the sampling generator; null: nondeterministic.
+    # Base seed of sampling; null: nondeterministic. Each item samples from its own generator
+    # (the enhancer seeds it from this and the item's audio), so that a weakly conditioned LM
+    # does not give every file the same draws, and an output does not depend on its batch.
     seed: int | None = 0
 
 
@@ -38,8 +41,11 @@ def left_pad(prefix: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.T
     return padded, valid
 
 
-def pick(logits: torch.Tensor, cfg: DecodeConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """logits [B, K] -> chosen entries [B] (greedy, or temperature / top-k / top-p sampling)."""
+def pick(
+    logits: torch.Tensor, cfg: DecodeConfig, generators: Sequence[torch.Generator] | None
+) -> torch.Tensor:
+    """logits [B, K] -> chosen entries [B] (greedy, or temperature / top-k / top-p sampling);
+    row b draws from ``generators[b]`` (None: torch's global generator)."""
     if cfg.strategy == "greedy":
         return logits.argmax(-1)
     logits = logits.float() / cfg.temperature
@@ -52,20 +58,25 @@ def pick(logits: torch.Tensor, cfg: DecodeConfig, generator: torch.Generator | N
         # Keep the smallest prefix of the ranking whose mass reaches top_p (the top entry always).
         drop = probs.cumsum(-1) - probs >= cfg.top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+    probs = logits.softmax(-1)
+    if generators is None:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
 
 
 @torch.inference_mode()
 def generate(
-    lm: SpeechLM, prefix: torch.Tensor, frame_lengths: torch.Tensor, cfg: DecodeConfig
+    lm: SpeechLM, prefix: torch.Tensor, frame_lengths: torch.Tensor, cfg: DecodeConfig,
+    seeds: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """prefix [B, T12, H] (right-padded), frame_lengths [B] -> codes [B, Q, T12].
 
     Generates exactly Q * T12 tokens per item, each from the K entries of its codebook only
     (the head is evaluated on that slice alone), with a KV cache. Frames past an item's length
     are 0. Items are decoded as if alone: prefixes are left-padded, the padding is masked and
-    position ids count from each item's first real frame. Sampling draws from one generator
-    seeded with ``cfg.seed``: the same batch gives the same codes.
+    position ids count from each item's first real frame. Sampling draws item b from its own
+    generator seeded with ``seeds[b]`` (default: ``cfg.seed`` for every item; neither: torch's
+    global generator), so an item's codes do not depend on what it is batched with.
     """
     from transformers import DynamicCache
 
@@ -75,13 +86,17 @@ def generate(
     b, t, _ = prefix.shape
     q, n = tokens.n_codebooks, tokens.n_codebooks * t
     device = prefix.device
-    generator = None
-    if cfg.strategy == "sample" and cfg.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    if seeds is None and cfg.seed is not None:
+        seeds = [cfg.seed] * b
+    if seeds is not None and len(seeds) != b:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {b}")
+    generators = None
+    if cfg.strategy == "sample" and seeds is not None:
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
     padded, valid = left_pad(prefix, frame_lengths)
     mask = torch.cat([valid, valid.new_ones(b, 1 + n)], 1).long()  # [B, T + 1 + Q*T]
-    positions = (mask.cumsum(1) - 1).clamp_min(0)
+    positions = lm.position_ids(mask)
     heads = lm.codebook_head()  # [Q, K, H]
     offsets = tokens.n_specials + tokens.codebook_size * torch.arange(q, device=device)
     out = torch.zeros(b, n, dtype=torch.long, device=device)
@@ -97,7 +112,7 @@ def generate(
     step_mask = _step_mask(lm, mask, prefix.dtype)
     for i in range(n):
         c = i % q
-        entry = pick(hidden @ heads[c].T, cfg, generator)
+        entry = pick(hidden @ heads[c].T, cfg, generators)
         out[:, i] = entry
         if i == n - 1:
             break

@@ -123,6 +123,7 @@ def enhance_corpus(
     device: str = "auto",
     dtype: str = "auto",
     decode=None,
+    mode: str | None = None,
     report: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -134,7 +135,9 @@ def enhance_corpus(
 
     ``model`` is a model directory (None: the bundled default) or an object with
     ``enhance_batch([(wav, sr), ...]) -> [wav]`` and a ``cfg.batch_size``; it is loaded only
-    when something is left to do. ``report`` defaults to ``OUT/enhance_report.json`` for a
+    when something is left to do, and its card's one line (``l3se.card``) is logged then.
+    ``decode`` and ``mode`` ("lm" or "direct", see ``l3se.enhancer``) replace a model
+    directory's saved settings. ``report`` defaults to ``OUT/enhance_report.json`` for a
     folder or manifest and to no file for a single input.
     """
     start = time.perf_counter()
@@ -166,7 +169,7 @@ def enhance_corpus(
         todo.append((job, duration))
 
     if todo:
-        enhancer = _load_model(model, device, dtype, decode)
+        enhancer = _load_model(model, device, dtype, decode, mode)
         if batch_size is not None:
             enhancer.cfg.batch_size = batch_size
         _run(enhancer, todo, results, progress)
@@ -278,9 +281,10 @@ def _enhance_and_write(enhancer, ready: list, results: dict[str, Result]) -> Non
         results[job.id] = Result(**asdict(job), status="ok", duration=duration, seconds=seconds)
 
 
-def _load_model(model, device: str, dtype: str, decode):
+def _load_model(model, device: str, dtype: str, decode, mode: str | None):
     if hasattr(model, "enhance_batch"):
         return model
+    from l3se.card import model_line
     from l3se.enhancer import (
         DEFAULT_MODEL_DIR,
         Enhancer,
@@ -299,7 +303,15 @@ def _load_model(model, device: str, dtype: str, decode):
 
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return Enhancer.from_pretrained(path, device=device, dtype=dtype, decode=decode)
+    log.info("%s", model_line(path))
+    try:
+        enhancer = Enhancer.from_pretrained(path, device=device, dtype=dtype, decode=decode,
+                                            mode=mode)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if enhancer.cfg.mode == "direct":
+        log.info("mode direct: codec decoder on the quantized NI-Encoder output, no LM")
+    return enhancer
 
 
 def _summary(results: list[Result], wall: float) -> dict:

@@ -8,14 +8,21 @@ directories: ``ni_encoder/``, ``lm/`` and ``codec/``.
       -> batches of similar-length chunks: pad [B, S] + lengths [B]
          -> NI-Encoder -> prefix [B, T12, H] -> generate codes [B, Q, T12] -> decode [B, T12*1280]
       -> each chunk trimmed to its length, chunks cross-faded back to [S_i]
+
+Mode "direct" replaces the LM by the codec's own quantizer: codes = RVQ(NI-Encoder acoustic
+output). It needs no LM, so comparing it with mode "lm" tells NI-Encoder or codec failures from
+LM failures: an acoustic head distilled to the codec's latent (distill targets "teachers" or
+"acoustic") decodes to speech that follows the input whatever the LM does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -24,8 +31,12 @@ import torch.nn.functional as F
 from l3se.config import from_dict, load_config, save_config, to_dict
 from l3se.decoding import DecodeConfig
 
+if TYPE_CHECKING:
+    from l3se.card import ModelCard
+
 CONFIG_FILE = "enhancer.yaml"
 PARTS = ("ni_encoder", "lm", "codec")
+MODES = ("lm", "direct")
 # The bundled model that `l3se enhance` and the app use when no model is named; the quickstart
 # recipe writes it.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained" / "default"
@@ -39,6 +50,9 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class EnhancerConfig:
+    # "lm": the SpeechLM generates the codes; "direct": the codec quantizes the NI-Encoder's
+    # acoustic output (see the module docstring).
+    mode: Literal["lm", "direct"] = "lm"
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     # Inputs longer than this are enhanced in chunks of this length, cross-faded over
     # ``overlap_seconds``, so memory stays bounded for any length.
@@ -117,6 +131,16 @@ def to_mono_16k(wav: np.ndarray | torch.Tensor, sr: int) -> np.ndarray:
     return np.ascontiguousarray(resample(x, int(sr), SAMPLE_RATE), dtype=np.float32)
 
 
+def item_seed(seed: int, wav: torch.Tensor) -> int:
+    """The sampling seed of one 16 kHz signal [S]: ``seed`` and its samples hashed together, so
+    that its output depends on its own audio and ``seed`` only (not on its batch or its place in
+    a corpus), and different inputs draw differently."""
+    data = wav.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    digest = hashlib.blake2b(data, digest_size=8, key=str(seed).encode()).digest()
+    # 63 bits: every torch generator accepts it.
+    return int.from_bytes(digest, "little") >> 1
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """"auto": CUDA when available, else the CPU."""
     if str(device) == "auto":
@@ -143,13 +167,21 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return names[dtype]
 
 
-def save_enhancer(path: str | Path, ni_encoder, lm, codec, cfg: EnhancerConfig | None = None) -> Path:
-    """Write a model directory: ``enhancer.yaml`` and each part's ``save_pretrained`` folder."""
+def save_enhancer(
+    path: str | Path, ni_encoder, lm, codec, cfg: EnhancerConfig | None = None,
+    card: ModelCard | None = None,
+) -> Path:
+    """Write a model directory: ``enhancer.yaml``, each part's ``save_pretrained`` folder and,
+    when given, the model card (``l3se.card``)."""
+    from l3se.card import write_card
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for name, part in zip(PARTS, (ni_encoder, lm, codec)):
         part.save_pretrained(path / name)
     save_config(cfg or EnhancerConfig(), path / CONFIG_FILE)
+    if card is not None:
+        write_card(card, path)
     return path
 
 
@@ -185,14 +217,16 @@ class Enhancer:
         self.ni_encoder = ni_encoder.to(self.device).eval()
         self.lm = lm.to(self.device).eval()
         self.codec = codec.to(self.device).eval()
+        self.check_mode()
 
     @classmethod
     def from_pretrained(
         cls, path: str | Path = DEFAULT_MODEL_DIR, device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto", decode: DecodeConfig | dict | None = None,
+        mode: str | None = None,
     ) -> Enhancer:
         """Load a model directory. ``decode`` replaces its saved decoding settings (a dict: only
-        the fields it names)."""
+        the fields it names), ``mode`` its saved mode."""
         from l3se.models.codec import WavCodec
         from l3se.models.lm import SpeechLM
         from l3se.models.ni_encoder import NIEncoder
@@ -203,6 +237,8 @@ class Enhancer:
             decode = from_dict(DecodeConfig, {**to_dict(cfg.decode), **decode})
         if decode is not None:
             cfg.decode = decode
+        if mode is not None:
+            cfg.mode = mode
         codec = WavCodec.from_pretrained(path / "codec")
         # Only the quantizer's codebooks and the decoder are used: dropping the codec's own WavLM
         # and encoder saves a second WavLM-Large (over 1 GB in fp32) per process.
@@ -212,6 +248,17 @@ class Enhancer:
             NIEncoder.from_pretrained(path / "ni_encoder"), SpeechLM.from_pretrained(path / "lm"),
             codec, cfg, device=device, dtype=dtype,
         )
+
+    def check_mode(self) -> None:
+        """A ValueError unless ``cfg.mode`` can run with these parts."""
+        if self.cfg.mode not in MODES:
+            raise ValueError(f"unknown mode {self.cfg.mode!r}; use {' or '.join(MODES)}")
+        acoustic, latent = self.ni_encoder.acoustic_dim, self.codec.cfg.dim
+        if self.cfg.mode == "direct" and acoustic != latent:
+            raise ValueError(
+                f"mode direct quantizes the NI-Encoder's acoustic output ({acoustic} dims) with "
+                f"the codec, whose latent has {latent}: this model has no such path"
+            )
 
     @property
     def chunk_samples(self) -> int:
@@ -266,16 +313,25 @@ class Enhancer:
     @torch.inference_mode()
     def enhance_tensor(self, wavs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """16 kHz mono signals [S_i] -> enhanced [S_i] (CPU float32): one NI-Encoder pass, one
-        batched generate, one codec decode, each output trimmed to its own length."""
+        batched generate (or, in mode direct, one quantization), one codec decode, each output
+        trimmed to its own length."""
         from l3se.decoding import generate
 
+        self.check_mode()
         lengths = torch.tensor([len(w) for w in wavs])
         total = FRAME_LENGTH * math.ceil(int(lengths.max()) / FRAME_LENGTH)
         batch = torch.stack([F.pad(w, (0, total - len(w))) for w in wavs]).to(self.device)
         lengths = lengths.to(self.device)
         with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
             feats = self.ni_encoder(batch, lengths)
-            prefix = self.lm.prefix(feats.acoustic, feats.semantic)
-            codes = generate(self.lm, prefix, feats.frame_lengths, self.cfg.decode)
+            if self.cfg.mode == "direct":
+                codes = self.codec.quantize(feats.acoustic)[1]
+            else:
+                decode = self.cfg.decode
+                seeds = None
+                if decode.strategy == "sample" and decode.seed is not None:
+                    seeds = [item_seed(decode.seed, w) for w in wavs]
+                prefix = self.lm.prefix(feats.acoustic, feats.semantic)
+                codes = generate(self.lm, prefix, feats.frame_lengths, decode, seeds)
             audio = self.codec.decode(codes).float().cpu()
         return [audio[b, :n] for b, n in enumerate(lengths.tolist())]

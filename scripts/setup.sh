@@ -29,7 +29,7 @@ stamp=.venv/.l3se-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "[setup] installing l3se and dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -qq -e ".[dev]"
+    .venv/bin/python -m pip install -qq -e ".[dev,baselines]"
     touch "$stamp"
 fi
 echo "[setup] done: $(.venv/bin/python -c 'import torch, torchaudio; print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}")')"

@@ -12,7 +12,7 @@ import sys
 from l3se import __version__
 
 # Modules under l3se.cli, one per subcommand group, in the order `l3se --help` lists them.
-GROUPS = ["data", "recipe", "train", "enhance", "evaluate"]
+GROUPS = ["data", "recipe", "train", "enhance", "evaluate", "diagnose"]
 
 
 # Third-party noise on every command: deprecations inside dac/audiotools/transformers/torch.

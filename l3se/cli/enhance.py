@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto",
                    help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (default: auto)")
+    p.add_argument("--mode", choices=("lm", "direct"),
+                   help="lm: the language model generates the codec tokens; direct: the codec "
+                   "quantizes and decodes the NI-Encoder's acoustic output, no LM (a diagnostic: "
+                   "it shows whether a failure lies in the LM). Default: the model's")
     p.add_argument("--strategy", choices=("greedy", "sample"),
                    help="token decoding (default: the model's)")
     p.add_argument("--temperature", type=float, help="sampling temperature")
@@ -52,6 +56,9 @@ def decode_overrides(args: argparse.Namespace) -> dict:
         raise UserError("--top-k must be 0 or more")
     if not 0 < given.get("top_p", 1.0) <= 1:
         raise UserError("--top-p must be in (0, 1]")
+    if given and args.mode == "direct":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UserError(f"{flags}: --mode direct decodes no tokens, so no decoding options apply")
     return given
 
 
@@ -63,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         report = enhance_corpus(
             args.input, args.output, args.model, batch_size=args.batch_size,
             device=args.device, dtype=args.dtype, decode=decode_overrides(args) or None,
-            report=args.report, overwrite=args.overwrite, progress=not args.no_progress,
+            mode=args.mode, report=args.report, overwrite=args.overwrite,
+            progress=not args.no_progress,
         )
     except InputError as e:
         raise UserError(str(e)) from None

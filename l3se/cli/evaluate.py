@@ -11,9 +11,10 @@ def register(subparsers) -> None:
         help="score enhanced speech (DNSMOS, WER, PESQ, ... ) and write comparison reports",
         description="Score one or more systems' outputs against an eval-set manifest or a folder "
         "of clean references; write per-file results, a summary with 95%% CIs, a comparison table "
-        "and SNR breakdowns. Model-based metrics without a local model are skipped.",
-        epilog="example: l3se evaluate --ref data/eval/manifest.jsonl --system noisy "
-        "--system l3se=out/enhanced --out reports/eval --workers 2",
+        "and SNR breakdowns. Model-based metrics without a local model are skipped. Baselines "
+        "(conventional denoisers) enhance the manifest's noisy files and are scored beside them.",
+        epilog="example: l3se evaluate --ref data/evalset --system noisy "
+        "--system l3se=out/enhanced --baseline dfn3 --baseline rnnoise --out reports/eval",
     )
     p.add_argument("--ref", metavar="MANIFEST_OR_DIR",
                    help="eval-set manifest (JSONL from `l3se data evalset`) or folder of clean "
@@ -21,6 +22,10 @@ def register(subparsers) -> None:
     p.add_argument("--system", action="append", default=[], metavar="NAME=DIR",
                    help="outputs of a system, matched to references by relative path or file stem; "
                    "repeatable. 'noisy' and 'clean' alone take the manifest's own files")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                   help="also run a reference enhancer on the noisy files and score it: "
+                   "dfn3 (DeepFilterNet3), rnnoise, noisereduce (spectral gating); repeatable. "
+                   "Needs pip install -e \".[baselines]\"; outputs are kept under OUT/baselines")
     p.add_argument("--metrics", default="default",
                    help="comma list of metrics or groups: default/offline, paper, all "
                    "(see --list-metrics); default: %(default)s")
@@ -63,13 +68,16 @@ def run(args: argparse.Namespace) -> int:
             model = f" [model {s.model_key}: {s.default_model}]" if s.model_key else ""
             print(f"{s.name:13s} {s.help}{model}")
         print(f"\ndefault/offline: {','.join(OFFLINE)}\npaper: {','.join(PAPER)}")
+        from l3se.evaluation.baselines import PACKAGES
+
+        print("baselines (--baseline): " + ", ".join(f"{n} ({p})" for n, p in PACKAGES.items()))
         return 0
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
     if args.snr_bin <= 0:
         raise UserError("--snr-bin must be positive")
-    if not args.system:
-        raise UserError("give at least one --system NAME=DIR (or --system noisy)")
+    if not args.system and not args.baseline:
+        raise UserError("give at least one --system NAME=DIR (or --system noisy) or --baseline NAME")
     systems = _pairs(args.system, "--system", allow_bare=("noisy", "clean"))
     models = {k: v for k, v in _pairs(args.model, "--model").items() if v is not None}
 
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(
             args.ref, systems, metrics=args.metrics, out_dir=args.out, workers=args.workers,
             models=models, local_only=not args.download, progress=not args.no_progress,
-            snr_bin_db=args.snr_bin,
+            snr_bin_db=args.snr_bin, baselines=args.baseline,
         )
     except InputError as e:
         raise UserError(str(e)) from None

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="offline end-to-end run: starter corpus, five tiny stages, enhance, evaluate",
         description="Build the starter corpus and eval set under --data, train codec-1, codec-2, "
         "s2t, distill and lm at tiny scale on the CPU under --runs, enhance the eval set and "
-        "print the evaluation table (noisy vs enhanced vs codec resynthesis vs clean). Finished "
+        "print the evaluation table (noisy vs enhanced vs the direct path without the LM vs "
+        "codec resynthesis vs reference denoisers vs clean), and write the model card. Finished "
         "stages are reused and an interrupted stage resumes, so running it again continues.",
     )
     p.add_argument("--data", type=Path, default=Path("data"), help="data folder (default: data)")
@@ -35,12 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--evalset", nargs="*", default=[], metavar="KEY=VALUE",
         help="EvalSetConfig overrides, e.g. n_utterances=20",
     )
-    p.add_argument("--metrics", default="default", help="metrics for the table (default: default)")
+    p.add_argument(
+        "--metrics",
+        help="metrics for the table (default: the offline ones but pocketsphinx's "
+        "open-vocabulary WER/dWER; 'default' adds them)",
+    )
     p.add_argument("--workers", type=int, default=2, help="evaluation workers (default 2)")
     p.add_argument(
+        "--baselines", nargs="*", default=["dfn3", "rnnoise"], metavar="NAME",
+        help="reference denoisers in the table (default: dfn3 rnnoise; none: --baselines)",
+    )
+    p.add_argument(
         "--promote", action="store_true",
-        help="make the trained model the bundled default when it beats the noisy input on "
-        "low-SNR DNSMOS OVRL",
+        help="make the trained model the bundled default when its STOI, WER and speaker "
+        "similarity are no worse than the noisy input's and the current default's in every "
+        "subset",
     )
     p.set_defaults(func=_quickstart)
 
@@ -54,8 +64,11 @@ def _quickstart(args) -> int:
         raise UserError("--steps must be positive")
     cfg = QuickstartConfig(
         data=args.data, runs=args.runs, steps_scale=args.steps, starter=args.starter,
-        evalset=args.evalset, metrics=args.metrics, workers=args.workers, promote=args.promote,
+        evalset=args.evalset, workers=args.workers, promote=args.promote,
+        baselines=args.baselines,
     )
+    if args.metrics:
+        cfg.metrics = args.metrics
     try:
         run(cfg)
     except SourceError as e:

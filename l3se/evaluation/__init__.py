@@ -1,7 +1,8 @@
 """Evaluation of enhanced speech: faithfulness (WER/dWER, LPS, SpeechBERTScore, speaker
 similarity), quality (DNSMOS, UTMOS) and signal metrics (PESQ, STOI, ESTOI, SI-SDR).
 
-``evaluate(ref, systems, metrics=..., out_dir=...)`` is the entry point (see ``runner``);
+``evaluate(ref, systems, metrics=..., out_dir=..., baselines=...)`` is the entry point (see
+``runner``; reference enhancers in ``baselines``, the closed-vocabulary word judge in ``judge``);
 ``l3se evaluate`` is its command line. Submodules import their heavy dependencies lazily.
 """
 

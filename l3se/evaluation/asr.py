@@ -21,14 +21,18 @@ DEFAULT_WHISPER = "openai/whisper-large-v3"
 
 
 class PocketSphinxASR:
-    """pocketsphinx 5 ``Decoder`` with its bundled en-us model, one utterance per call."""
+    """pocketsphinx 5 ``Decoder`` with its bundled en-us model, one utterance per call.
+
+    ``config`` goes to the ``Decoder`` as it is (e.g. ``lm=`` and ``dict=`` for another
+    language model and dictionary).
+    """
 
     label = "pocketsphinx en-us"
 
-    def __init__(self):
+    def __init__(self, **config):
         from pocketsphinx import Decoder
 
-        self._decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        self._decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **config)
         self._initial_cmn = self._decoder.get_cmn()
 
     def transcribe(self, wav: np.ndarray) -> str:

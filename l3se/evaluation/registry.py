@@ -1,6 +1,7 @@
 """The metric catalogue: names the user selects, what each needs, and how to build it.
 
-``build_metrics`` makes the selected metrics (sharing one recogniser between WER and dWER) and
+``build_metrics`` makes the selected metrics (sharing one recogniser between WER and dWER, and
+the judge between WER-CV and PER-CV; the judge is built from the eval set's ``transcripts``) and
 returns, for each model-based metric whose model is missing, a ``(metric, model)`` pair for the
 caller's ``skipped:`` line. ``probe_models`` does the same check cheaply (config files only),
 so a parent process can report skips before its workers load the real weights.
@@ -40,6 +41,10 @@ SPECS: dict[str, MetricSpec] = {
         MetricSpec("sisdr", "scale-invariant SDR (dB)", needs="ref"),
         MetricSpec("wer", "WER %, pocketsphinx vs reference text", needs="text"),
         MetricSpec("dwer", "dWER %, pocketsphinx vs transcript of the clean reference", needs="ref"),
+        MetricSpec("wer_cv", "WER %, the judge: pocketsphinx with the eval set's vocabulary and a "
+                   "trigram LM of its transcripts, vs reference text", needs="text"),
+        MetricSpec("per_cv", "phone error rate %, the judge's transcript vs reference text in CMU "
+                   "phones", needs="text"),
         MetricSpec("sim", "speaker similarity, Resemblyzer GE2E d-vector", needs="ref"),
         MetricSpec("utmos", "UTMOS22 strong (torch.hub)", model_key="utmos", default_model=DEFAULT_UTMOS),
         MetricSpec("sbs", "SpeechBERTScore precision (HuBERT)", needs="ref", model_key="sbs", default_model=DEFAULT_SBS),
@@ -50,7 +55,7 @@ SPECS: dict[str, MetricSpec] = {
     )
 }
 # Metrics whose weights ship inside installed wheels: the default selection, runs offline.
-OFFLINE = ("dnsmos", "pesq", "stoi", "estoi", "sisdr", "wer", "dwer", "sim")
+OFFLINE = ("dnsmos", "pesq", "stoi", "estoi", "sisdr", "wer", "dwer", "wer_cv", "per_cv", "sim")
 # The paper's speech-enhancement columns (Tables 4/5).
 PAPER = ("dnsmos", "utmos", "sbs", "lps", "sim_wavlm", "wer_whisper", "dwer_whisper")
 SELECTIONS = {"default": OFFLINE, "offline": OFFLINE, "paper": PAPER, "all": tuple(SPECS)}
@@ -94,10 +99,14 @@ def metric_columns(name: str) -> tuple[str, ...]:
         from l3se.evaluation.dnsmos import DNSMOSMetric
 
         return DNSMOSMetric.columns
-    if name in ("wer", "dwer", "wer_whisper", "dwer_whisper"):
+    if name in ("wer", "dwer", "wer_cv", "wer_whisper", "dwer_whisper"):
         from l3se.evaluation.asr import WERMetric
 
         return WERMetric.columns_for(name)
+    if name == "per_cv":
+        from l3se.evaluation.judge import PhoneErrorRate
+
+        return PhoneErrorRate.columns
     return (name,)
 
 
@@ -134,22 +143,27 @@ def _probe(name: str, model: str, local_only: bool) -> None:
 
 
 def build_metrics(
-    names: Sequence[str], models: dict[str, str], local_only: bool = True, threads: int = 1
+    names: Sequence[str], models: dict[str, str], local_only: bool = True, threads: int = 1,
+    transcripts: Sequence[str] = (),
 ) -> tuple[list[Metric], list[tuple[str, str]]]:
-    """Instantiate the selected metrics. Returns (metrics, [(skipped metric, its model)])."""
+    """Instantiate the selected metrics. Returns (metrics, [(skipped metric, its model)]).
+
+    ``transcripts``: every reference text of the evaluation, the judge's vocabulary and LM.
+    """
     built: list[Metric] = []
     skipped: list[tuple[str, str]] = []
     recognisers: dict[str, object] = {}
     for name in names:
         model = model_for(name, models)
         try:
-            built.append(_build(name, model, local_only, threads, recognisers))
+            built.append(_build(name, model, local_only, threads, recognisers, transcripts))
         except ModelUnavailable as e:
             skipped.append((name, e.model))
     return built, skipped
 
 
-def _build(name: str, model: str | None, local_only: bool, threads: int, recognisers: dict) -> Metric:
+def _build(name: str, model: str | None, local_only: bool, threads: int, recognisers: dict,
+           transcripts: Sequence[str]) -> Metric:
     if name in ("pesq", "stoi", "estoi", "sisdr"):
         fns = {
             "pesq": signal.pesq_wb,
@@ -169,6 +183,17 @@ def _build(name: str, model: str | None, local_only: bool, threads: int, recogni
         if key not in recognisers:
             recognisers[key] = WhisperASR(model, local_only) if model else PocketSphinxASR()
         return WERMetric(name, recognisers[key], against=SPECS[name].needs)
+    if name in ("wer_cv", "per_cv"):
+        from l3se.evaluation.asr import WERMetric
+        from l3se.evaluation.judge import ClosedVocabulary, PhoneErrorRate
+
+        if "judge" not in recognisers:
+            if not any(transcripts):
+                raise ModelUnavailable("the judge", "no reference transcripts to build it from")
+            vocab = ClosedVocabulary(transcripts)
+            recognisers["judge"] = (vocab, vocab.recogniser())
+        vocab, asr = recognisers["judge"]
+        return WERMetric(name, asr, against="text") if name == "wer_cv" else PhoneErrorRate(asr, vocab)
     if name == "sim":
         from l3se.evaluation.speaker import ResemblyzerSim
 

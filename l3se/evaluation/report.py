@@ -5,8 +5,9 @@ subsets side by side), a breakdown by SNR bin, and WER-vs-SNR / DNSMOS-vs-SNR pl
 Every file is written to a temporary name and renamed into place: a report is either the old
 one or the new one, never half of each.
 
-WER and dWER aggregate as corpus WER (total errors / total reference words, in %); the CI is
-still the t-interval of the per-file values. Everything else is the per-file mean.
+WER, dWER and PER-CV aggregate as corpus rates (total errors / total reference words or phones,
+in %); the CI is still the t-interval of the per-file values. Everything else is the per-file
+mean.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from typing import Any
 import numpy as np
 
 from data_sim.files import atomic_write
+from l3se.evaluation.runner import FLOOR
 
 # Headline columns of the comparison table, in the paper's order, then the codec-table ones.
-HEADLINE = ("dnsmos_ovrl", "utmos", "sbs", "lps", "sim_wavlm", "sim", "wer", "dwer",
-            "wer_whisper", "dwer_whisper", "pesq", "stoi", "estoi", "sisdr")
+HEADLINE = ("dnsmos_ovrl", "utmos", "sbs", "lps", "sim_wavlm", "sim", "wer", "dwer", "wer_cv",
+            "per_cv", "wer_whisper", "dwer_whisper", "pesq", "stoi", "estoi", "sisdr")
 LABELS = {"dnsmos_ovrl": "DNSMOS", "utmos": "UTMOS", "sbs": "SBS", "lps": "LPS",
           "sim_wavlm": "SIM", "sim": "SIM-GE2E", "wer": "WER", "dwer": "dWER",
-          "wer_whisper": "WER-Whisper", "dwer_whisper": "dWER-Whisper", "pesq": "PESQ",
+          "wer_cv": "WER-CV", "per_cv": "PER-CV", "wer_whisper": "WER-Whisper", "dwer_whisper": "dWER-Whisper", "pesq": "PESQ",
           "stoi": "STOI", "estoi": "ESTOI", "sisdr": "SI-SDR"}
-WER_COLUMNS = ("wer", "dwer", "wer_whisper", "dwer_whisper")
+WER_COLUMNS = ("wer", "dwer", "wer_cv", "per_cv", "wer_whisper", "dwer_whisper")
+# Plots of a metric against input SNR: (column, axis label, file name).
+PLOTS = (("wer", "WER (%)", "wer_vs_snr.png"), ("wer_cv", "WER-CV (%), the judge", "wer_cv_vs_snr.png"),
+         ("dnsmos_ovrl", "DNSMOS OVRL", "dnsmos_vs_snr.png"))
 
 
 def finite(rows: Iterable[dict], column: str) -> np.ndarray:
@@ -119,6 +124,11 @@ def format_comparison(results) -> str:
     )
 
 
+def markdown_comparison(results) -> str:
+    """The comparison table as markdown, for model cards and READMEs."""
+    return _md_table(*comparison(results, summarise(results)))
+
+
 def snr_bins(results, width: float) -> list[dict[str, Any]]:
     """Per system and SNR bin [lo, lo+width): n and every metric's aggregate value."""
     out = []
@@ -154,6 +164,10 @@ def _markdown(results, summary, comp, bins) -> str:
              f"Systems: {', '.join(results.systems)}. Metrics: {', '.join(results.metrics)}.\n",
              "WER/dWER: corpus WER in % (total errors / total reference words); other metrics:",
              "mean over files. ± is the 95% t-interval of the per-file values.\n"]
+    if FLOOR in results.systems or "clean" in results.systems:
+        row = FLOOR if FLOOR in results.systems else "clean"
+        parts.append(f"Row {row}: the clean reference through the word metrics, i.e. the "
+                     "recognisers' own errors (the floor no system can be expected to beat).\n")
     parts += ["## Comparison\n", _md_table(*comp)]
     for system, groups in summary.items():
         parts.append(f"\n## {system}\n")
@@ -163,7 +177,8 @@ def _markdown(results, summary, comp, bins) -> str:
                      str(a["n"])] for c, a in aggs.items()]
             parts += [f"\n### {group}\n", _md_table(head, body)]
     if bins:
-        cols = [c for c in ("wer", "dwer", "dnsmos_ovrl", "pesq", "stoi") if c in results.columns]
+        cols = [c for c in ("wer", "dwer", "wer_cv", "per_cv", "dnsmos_ovrl", "pesq", "stoi")
+                if c in results.columns]
         head = ["system", "SNR (dB)", "n"] + [LABELS[c] for c in cols]
         body = [[b["system"], f"[{b['snr_lo']:g}, {b['snr_hi']:g})", str(b["n"])]
                 + [_fmt(b[c], c) for c in cols] for b in bins]
@@ -234,8 +249,7 @@ def write_reports(results, out: Path, snr_bin_db: float = 5.0) -> dict[str, str]
     put("summary.md", _markdown(results, summary, comp, bins))
     if bins:
         put("snr_bins.csv", _csv(list(bins[0]), ([b[k] for k in bins[0]] for b in bins)))
-        for column, label, name in (("wer", "WER (%)", "wer_vs_snr.png"),
-                                    ("dnsmos_ovrl", "DNSMOS OVRL", "dnsmos_vs_snr.png")):
+        for column, label, name in PLOTS:
             if column in results.columns and _plot(bins, column, label, out / name):
                 written[name] = str(out / name)
     return written

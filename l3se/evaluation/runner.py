@@ -6,6 +6,11 @@ same task, so reference-side work (loading, its transcript, embeddings) happens 
 The cache (``OUT/.cache/scores.jsonl``) gets one line per (system, file, metric) as soon as it
 is computed, keyed by the metric's model and by size+mtime of both files; a re-run skips what
 is there, so an interrupted run resumes and adding a metric computes only that metric.
+
+Baselines (``baselines=["dfn3", "rnnoise"]``) enhance the manifest's noisy files first, into
+``OUT/baselines/<name>/`` (resumable too), and are then scored like any system. Word metrics
+against the reference text get a ``floor`` row, the clean reference itself through the same
+recognisers, unless ``clean`` is one of the systems (its row is then the floor).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,6 +32,7 @@ import numpy as np
 
 from data_sim.audio import AudioError, load_audio
 from l3se.evaluation.base import SAMPLE_RATE, Metric, Pair
+from l3se.evaluation.baselines import PACKAGES, BaselineUnavailable, enhance_items, load_baseline
 from l3se.evaluation.inputs import (
     InputError,
     Item,
@@ -46,6 +53,9 @@ from l3se.evaluation.registry import (
 log = logging.getLogger(__name__)
 
 ROW_FIELDS = ("system", "id", "subset", "snr_db", "reverb", "length_diff_s", "error")
+# The row of the clean reference scored with the word metrics only: what the recognisers
+# themselves get wrong.
+FLOOR = "floor"
 
 
 @dataclass
@@ -86,8 +96,9 @@ def _fingerprint(*paths: str | None) -> str:
     return "|".join(parts)
 
 
-def _metric_key(name: str, models: dict[str, str]) -> str:
-    model = model_for(name, models)
+def _metric_key(name: str, models: dict[str, str], judge: str) -> str:
+    """Cache key of a metric: its model, or for the judge its vocabulary and LM."""
+    model = judge if name in ("wer_cv", "per_cv") else model_for(name, models)
     return f"{name}@{model}" if model else name
 
 
@@ -142,11 +153,12 @@ def _json_default(x):
 _WORKER_METRICS: dict[str, Metric] = {}
 
 
-def _init_worker(names: Sequence[str], models: dict[str, str], local_only: bool, threads: int) -> None:
+def _init_worker(names: Sequence[str], models: dict[str, str], local_only: bool, threads: int,
+                 transcripts: Sequence[str]) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    metrics, _ = build_metrics(names, models, local_only, threads)
+    metrics, _ = build_metrics(names, models, local_only, threads, transcripts)
     _WORKER_METRICS.update({m.name: m for m in metrics})
 
 
@@ -191,46 +203,71 @@ def evaluate(
     local_only: bool = True,
     progress: bool = True,
     snr_bin_db: float = 5.0,
+    baselines: Sequence[str] = (),
 ) -> Results:
     """Evaluate ``systems`` (name -> output folder; ``noisy``/``clean`` -> None for the
     manifest's own files) against ``ref`` (manifest JSONL, clean folder, or None for
-    non-intrusive metrics only). Writes reports under ``out_dir`` when given.
+    non-intrusive metrics only). ``baselines`` (names in ``baselines.PACKAGES``) enhance the
+    manifest's noisy files and join the systems, before ``clean``; their outputs are kept under
+    ``out_dir/baselines``. Writes reports under ``out_dir`` when given.
 
     Raises ``InputError`` for unusable inputs or metric selections.
     """
     models = dict(models or {})
     names = parse_selection(metrics) if isinstance(metrics, str) else parse_selection(",".join(metrics))
-    if not systems:
+    if not systems and not baselines:
         raise InputError("no systems to evaluate")
-    items = load_reference(ref) if ref is not None else items_from_outputs(systems)
-    matching = match_systems(items, systems)
-    for system, m in matching.items():
-        _report_mismatch(system, m)
-
-    skipped: list[str] = []
-    names = _applicable(names, items, skipped)
-    # One compute thread per worker: on a shared machine, multi-threaded torch/onnx kernels
-    # stall on busy cores (measured 10x slower); parallelism comes from --workers.
-    threads = 1
-    in_process: dict[str, Metric] | None = None
-    if workers <= 1:
-        built, missing = build_metrics(names, models, local_only, threads)
-        in_process = {m.name: m for m in built}
-    else:
-        missing = probe_models(names, models, local_only)
-    for name, model in missing:
-        skipped.append(f"skipped: {name} ({model} not available)")
-        print(skipped[-1], file=sys.stderr)
-    names = [n for n in names if n not in {m for m, _ in missing}]
-
+    _check_names(systems, baselines)
     out = Path(out_dir) if out_dir is not None else None
-    cache = ScoreCache(out / ".cache" / "scores.jsonl" if out else None)
-    try:
-        with _torch_threads(threads if in_process is not None else None):
-            rows = _run(items, matching, names, models, cache, workers, in_process, local_only,
-                        threads, progress)
-    finally:
-        cache.close()
+    with ExitStack() as stack:
+        root = out
+        if root is None and baselines:
+            # Without a report folder, baseline outputs live only as long as their scoring.
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="l3se-")))
+        items = load_reference(ref) if ref is not None else items_from_outputs(systems)
+        skipped: list[str] = []
+        made = _run_baselines(baselines, items, root, progress, skipped)
+        systems = _with_baselines(systems, made)
+        matching = match_systems(items, systems)
+        for system, m in matching.items():
+            _report_mismatch(system, m)
+
+        names = _applicable(names, items, skipped)
+        word_metrics = [n for n in names if SPECS[n].needs == "text"]
+        if word_metrics and "clean" not in systems:
+            floor = {it.uid: it.clean for it in items if it.clean and it.text}
+            if floor:
+                matching[FLOOR] = Matching(outputs=floor)
+                systems[FLOOR] = None
+        transcripts = sorted({it.text for it in items if it.text})
+        # One compute thread per worker: on a shared machine, multi-threaded torch/onnx kernels
+        # stall on busy cores (measured 10x slower); parallelism comes from --workers.
+        threads = 1
+        in_process: dict[str, Metric] | None = None
+        if workers <= 1:
+            built, missing = build_metrics(names, models, local_only, threads, transcripts)
+            in_process = {m.name: m for m in built}
+        else:
+            missing = probe_models(names, models, local_only)
+        for name, model in missing:
+            skipped.append(f"skipped: {name} ({model} not available)")
+            print(skipped[-1], file=sys.stderr)
+        names = [n for n in names if n not in {m for m, _ in missing}]
+        judge = ""
+        if {"wer_cv", "per_cv"} & set(names):
+            from l3se.evaluation.judge import ClosedVocabulary
+
+            judge = f"judge:{ClosedVocabulary(transcripts).fingerprint}"
+        keys = {n: _metric_key(n, models, judge) for n in names}
+        only = {FLOOR: set(word_metrics)}
+
+        cache = ScoreCache(out / ".cache" / "scores.jsonl" if out else None)
+        try:
+            with _torch_threads(threads if in_process is not None else None):
+                rows = _run(items, matching, names, keys, only, cache, workers, in_process,
+                            (models, local_only, threads, transcripts), progress)
+        finally:
+            cache.close()
     columns = [c for n in names for c in metric_columns(n)]
     results = Results(rows=rows, systems=list(systems), metrics=names, columns=columns,
                       skipped=skipped, matching=matching)
@@ -239,6 +276,46 @@ def evaluate(
 
         results.reports = write_reports(results, out, snr_bin_db=snr_bin_db)
     return results
+
+
+def _check_names(systems: dict[str, str | None], baselines: Sequence[str]) -> None:
+    for name in baselines:
+        if name not in PACKAGES:
+            raise InputError(f"unknown baseline {name!r}; choose from {', '.join(PACKAGES)}")
+        if name in systems:
+            raise InputError(f"baseline {name!r} has the name of a system")
+    if len(set(baselines)) != len(baselines):
+        raise InputError("a baseline is given twice")
+    if FLOOR in systems:
+        raise InputError(f"{FLOOR!r} is the row of the recognisers' own errors; name the system otherwise")
+
+
+def _run_baselines(names: Sequence[str], items: list[Item], root: Path | None, progress: bool,
+                   skipped: list[str]) -> dict[str, str]:
+    """Enhance the items' noisy files with each available baseline into
+    ``root/baselines/<name>``: name -> output folder."""
+    if names and not any(it.noisy for it in items):
+        raise InputError("baselines enhance the noisy files of a manifest; the reference has none")
+    made = {}
+    for name in names:
+        try:
+            baseline = load_baseline(name)
+        except BaselineUnavailable as e:
+            skipped.append(f'skipped: {name} ({e.reason}; pip install -e ".[baselines]")')
+            print(skipped[-1], file=sys.stderr)
+            continue
+        folder = root / "baselines" / name
+        enhance_items(baseline, items, folder, progress)
+        made[name] = str(folder)
+    return made
+
+
+def _with_baselines(systems: dict[str, str | None], made: dict[str, str]) -> dict[str, str | None]:
+    """The systems in their order, the baselines just before ``clean`` (else at the end)."""
+    order = list(systems)
+    at = order.index("clean") if "clean" in order else len(order)
+    order[at:at] = made
+    return {s: made.get(s, systems.get(s)) for s in order}
 
 
 @contextmanager
@@ -281,8 +358,9 @@ def _report_mismatch(system: str, m: Matching) -> None:
                     system, len(m.unmatched), m.unmatched[0])
 
 
-def _run(items, matching, names, models, cache, workers, in_process, local_only, threads, progress):
-    keys = {n: _metric_key(n, models) for n in names}
+def _run(items, matching, names, keys, only, cache, workers, in_process, build_args, progress):
+    """Score what the cache lacks. ``only``: system -> the metrics it is scored with (default all);
+    ``build_args``: (models, local_only, threads, transcripts) for worker processes."""
     rows: dict[tuple[str, str], dict] = {}
     tasks = []
     for it in items:
@@ -297,7 +375,7 @@ def _run(items, matching, names, models, cache, workers, in_process, local_only,
             fp = _fingerprint(path, it.clean)
             todo = []
             for n in names:
-                if not _usable(n, it):
+                if not _usable(n, it) or (system in only and n not in only[system]):
                     continue
                 cached = cache.get(system, it.uid, keys[n], fp)
                 if cached is None:
@@ -332,7 +410,7 @@ def _run(items, matching, names, models, cache, workers, in_process, local_only,
                     collect(it, _score_task(it, jobs, in_process))
                     bar.update()
             else:
-                _run_pool(tasks, names, models, local_only, threads, workers, collect, bar)
+                _run_pool(tasks, names, build_args, workers, collect, bar)
         finally:
             bar.close()
     ordered = [rows[(s, it.uid)] for s in matching for it in items if (s, it.uid) in rows]
@@ -347,11 +425,11 @@ def _usable(name: str, item: Item) -> bool:
     return needs is None or (needs == "ref" and item.clean is not None) or (needs == "text" and bool(item.text))
 
 
-def _run_pool(tasks, names, models, local_only, threads, workers, collect, bar) -> None:
+def _run_pool(tasks, names, build_args, workers, collect, bar) -> None:
     # spawn, not fork: torch and onnxruntime thread pools do not survive a fork.
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-        initargs=(names, models, local_only, threads),
+        initargs=(names, *build_args),
     )
     finished = False
     try:

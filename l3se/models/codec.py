@@ -46,6 +46,11 @@ class WavCodecConfig:
     # Share of a batch trained with a random number of codebooks (DAC's quantizer dropout);
     # 0 because the LM always predicts all 8.
     quantizer_dropout: float = 0.0
+    # While training, an entry no frame has picked for this many steps is moved onto a random
+    # frame of the current batch (0: never). At 12.5 Hz a small batch holds fewer frames than a
+    # codebook has entries, and without restarts the tiny codec collapsed onto 1-2 entries per
+    # codebook within 40 steps.
+    dead_code_steps: int = 0
     # Dropout inside the decoder's ResNet blocks (WavTokenizer uses 0.1).
     dropout: float = 0.1
     # iSTFT window: 4 x the 320-sample hop, as in WavTokenizer.
@@ -117,6 +122,11 @@ class WavCodec(Pretrained, nn.Module):
         )
         self.decoder = AcousticDecoder(cfg, hop=self.ssl.hop)
         self.frame_length = self.ssl.hop * 2**cfg.resample_stages
+        # Steps since each entry was last picked; training state only, so not saved.
+        self.register_buffer(
+            "idle_steps", torch.zeros(cfg.n_codebooks, cfg.codebook_size, dtype=torch.long),
+            persistent=False,
+        )
 
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.frame_length)
@@ -133,8 +143,40 @@ class WavCodec(Pretrained, nn.Module):
         codebook loss)."""
         # Nearest-neighbour search on bf16 values flips codes between near-equal entries.
         with torch.autocast(latent.device.type, enabled=False):
-            z, codes, _, commitment, codebook = self.quantizer(latent.float().transpose(1, 2))
+            z, codes, projected, commitment, codebook = self.quantizer(
+                latent.float().transpose(1, 2)
+            )
+        if self.training and self.cfg.dead_code_steps > 0:
+            self._restart_dead_codes(projected.detach(), codes)
         return z, codes, commitment, codebook
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, projected: torch.Tensor, codes: torch.Tensor) -> None:
+        """projected [B, Q*d, T] (each stage's input in its own d-dim code space), codes
+        [B, Q, T]. Under DDP every rank must restart the same entries with the same vectors, so
+        idle counts are reduced with MIN and the new vectors come from rank 0."""
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized()
+        self.idle_steps += 1
+        self.idle_steps.scatter_(1, codes.transpose(0, 1).reshape(codes.shape[1], -1), 0)
+        if distributed:
+            dist.all_reduce(self.idle_steps, op=dist.ReduceOp.MIN)
+        dead = self.idle_steps > self.cfg.dead_code_steps
+        if not bool(dead.any()):
+            return
+        stages = projected.split(self.quantizer.codebook_dim, dim=1)
+        for q, (vq, z) in enumerate(zip(self.quantizer.quantizers, stages)):
+            rows = dead[q].nonzero().squeeze(1)
+            if len(rows) == 0:
+                continue
+            frames = z.transpose(1, 2).reshape(-1, z.shape[1])
+            pick = torch.randint(len(frames), (len(rows),), device=frames.device)
+            new = frames[pick].to(vq.codebook.weight.dtype)
+            if distributed:
+                dist.broadcast(new, src=0)
+            vq.codebook.weight[rows] = new
+        self.idle_steps[dead] = 0
 
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """wav [B, S] -> codes [B, Q, ceil(S/1280)] (int64)."""

@@ -39,14 +39,22 @@ WAVLM_LARGE: dict[str, Any] = {
     "mask_time_prob": 0.075,
 }
 
-# A few-hundred-kilobyte WavLM with the real 320-sample hop, for tests and CPU recipes.
+# A few-hundred-kilobyte WavLM with the real 320-sample hop, for tests and CPU recipes. Random and
+# frozen, its features are all the codec hears, so its front end follows WavLM-Base rather than
+# Large: a per-frame LayerNorm with no conv bias makes each 5-sample frame scale-invariant, and
+# the tiny codec could not follow the loudness of speech. Measured on the starter corpus (tiny
+# codec-1 with dead-code restarts, 16 test utterances): LayerNorm front end, 32 channels, 2000
+# steps: STOI 0.455, envelope correlation 0.60; GroupNorm + bias, 64 channels, 1000 steps: 0.590,
+# 0.84.
 WAVLM_TINY: dict[str, Any] = {
     **WAVLM_LARGE,
     "hidden_size": 64,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "intermediate_size": 128,
-    "conv_dim": [32] * 7,
+    "conv_dim": [64] * 7,
+    "conv_bias": True,
+    "feat_extract_norm": "group",
     "num_conv_pos_embeddings": 16,
     "num_conv_pos_embedding_groups": 4,
 }

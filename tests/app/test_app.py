@@ -15,6 +15,7 @@ import soundfile as sf
 import app
 from data_sim.audio import write_audio
 from l3se import enhancer
+from l3se.card import ModelCard, write_card
 from l3se.enhancer import CONFIG_FILE, PARTS, EnhancerConfig
 from tests.conftest import speech_like
 
@@ -262,3 +263,20 @@ def test_cli_share_flag():
     assert app._bool("false") is False and app._bool("True") is True
     with pytest.raises(argparse.ArgumentTypeError):
         app._bool("maybe")
+
+
+def test_model_card_follows_the_model_box(tmp_path):
+    carded = fake_model_dir(tmp_path / "carded")
+    write_card(ModelCard("tiny-demo", "three synthetic voices", measured="| a |\n|---|\n| 1 |",
+                         warning="ignores its input"), carded)
+    plain = fake_model_dir(tmp_path / "plain")
+    demo = app.build_app(carded, loader=StandIn, output_dir=tmp_path / "o")
+    shown = {b.elem_id: b.value for b in demo.blocks.values()
+             if b.elem_id in ("model-card", "model-measured")}
+    assert "tiny-demo" in shown["model-card"] and "ignores its input" in shown["model-card"]
+    assert shown["model-measured"] == "| a |\n|---|\n| 1 |"
+    cache = app.ModelCache(pytest.fail, carded)  # showing a card never loads a model
+    assert "three synthetic voices" in cache.card("")[0]
+    assert "No model card" in cache.card(str(plain))[0]
+    text, measured = cache.card(str(tmp_path / "typo"))
+    assert text.startswith("**Not a model directory:**") and measured == ""

@@ -19,6 +19,9 @@ import soundfile as sf
 
 import app
 from data_sim.audio import write_audio
+from l3se.card import read_card
+from l3se.enhancer import DEFAULT_MODEL_DIR
+from tests.app.test_app import fake_model_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
@@ -114,6 +117,20 @@ def test_upload_enhance_and_show_results(page, server, tmp_path):
     enhanced, sr = sf.read(io.BytesIO(bytes(data)))
     assert sr == 16000 and len(enhanced) == sf.info(str(EXAMPLE)).frames
     assert np.abs(enhanced).max() > 0
+
+def test_model_card_is_shown_and_follows_the_model_box(page, tmp_path):
+    card = page.locator("#model-card")
+    warning = read_card(DEFAULT_MODEL_DIR).warning.split(".")[0]
+    assert warning.startswith("trained only on synthetic voices")
+    card.get_by_text(warning).wait_for(timeout=TIMEOUT_MS)
+    assert card.get_by_text("Trained on:").is_visible()
+    page.get_by_text("Measured results of this model").click()
+    page.locator("#model-measured td", has_text="enhanced").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#model-dir textarea, #model-dir input").first.fill(
+        str(fake_model_dir(tmp_path / "uncarded")))
+    card.get_by_text("No model card").wait_for(timeout=TIMEOUT_MS)
+    assert not card.get_by_text(warning).is_visible()
+
 
 def test_too_long_upload_shows_message(page, tmp_path):
     path = tmp_path / "long.wav"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from l3se.card import read_card
 from l3se.cli import main
 from l3se.config import load_config
 from l3se.enhancer import CONFIG_FILE, DEFAULT_MODEL_DIR, EnhancerConfig
@@ -21,6 +22,18 @@ def test_is_small_and_samples_as_the_tiny_lm_config_says():
     assert 1e6 < size <= 30e6
     decode = load_config(EnhancerConfig, DEFAULT_MODEL_DIR / CONFIG_FILE).decode
     assert (decode.strategy, decode.temperature) == ("sample", 0.6)
+
+
+def test_card_says_what_it_was_trained_on_and_where_it_is_weak():
+    from recipes.quickstart import STEPS
+
+    card = read_card(DEFAULT_MODEL_DIR)
+    assert card.steps == STEPS
+    assert "synthetic TTS speech" in card.trained_on and "CPU" in card.trained_on
+    assert "synthetic voices" in card.warning and "may degrade real recordings" in card.warning
+    assert "below the noisy input" in card.warning
+    for row in ("noisy", "enhanced", "direct", "codec", "dfn3", "clean"):
+        assert f"| {row} |" in card.measured, row
 
 
 def test_enhance_cli_uses_it_without_model(tmp_path):

@@ -1,4 +1,6 @@
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from data_sim.audio import write_audio
+from l3se.card import ModelCard, write_card
 from l3se.cli import main
 from l3se.enhance_corpus import (
     InputError,
@@ -242,6 +245,8 @@ def test_user_mistakes_are_one_line_errors(tree, model_dir, tmp_path, capsys):
         ([str(tree / "a.wav"), str(tmp_path / "o.mp3")], "give a .wav file or a folder"),
         ([str(tree / "a.wav"), str(tree / "a.wav")], "overwrite the input"),
         ([str(tree), str(tmp_path / "o"), "--device", "tpu9"], "unknown device"),
+        ([str(tree), str(tmp_path / "o"), "--mode", "direct", "--top-k", "5"],
+         "--top-k: --mode direct decodes no tokens"),
     ]
     for args, message in cases:
         rc = main(["enhance", *args, *m, "--no-progress"])
@@ -251,3 +256,34 @@ def test_user_mistakes_are_one_line_errors(tree, model_dir, tmp_path, capsys):
     rc = main(["enhance", str(tree), str(tmp_path / "o"), "--model", str(tmp_path / "none")])
     assert rc == 2 and "model directory not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_direct_mode_from_the_command_line(tree, model_dir, tmp_path):
+    outs = {}
+    for mode in ("lm", "direct"):
+        outs[mode] = tmp_path / f"{mode}.wav"
+        assert main(["enhance", str(tree / "a.wav"), str(outs[mode]), "--model", str(model_dir),
+                     "--mode", mode, "--no-progress"]) == 0
+    direct, sr = sf.read(outs["direct"], dtype="float32")
+    assert sr == SR and direct.shape == (16000,) and np.abs(direct).max() > 0
+    assert np.abs(direct - sf.read(outs["lm"], dtype="float32")[0]).max() > 1e-3
+
+
+def test_the_model_card_is_announced_before_enhancing(tree, model_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="l3se.enhance_corpus")
+    assert main(["enhance", str(tree / "a.wav"), str(tmp_path / "a.wav"), "--model",
+                 str(model_dir), "--no-progress"]) == 0
+    assert [r.getMessage() for r in caplog.records] == [f"model {model_dir}: no model card "
+                                                        "(training data and quality unknown)"]
+    carded = shutil.copytree(model_dir, tmp_path / "carded")
+    write_card(ModelCard("tiny-x", "noise only", warning="random weights"), carded)
+    caplog.clear()
+    enhance_corpus(tree / "a.wav", tmp_path / "b.wav", carded, progress=False, mode="direct")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"model tiny-x: trained on noise only WARNING: random weights ({carded})",
+        "mode direct: codec decoder on the quantized NI-Encoder output, no LM",
+    ]
+    # Nothing left to do: no model is loaded, and none is announced.
+    caplog.clear()
+    enhance_corpus(tree / "a.wav", tmp_path / "b.wav", carded, progress=False)
+    assert not caplog.records

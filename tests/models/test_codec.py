@@ -92,3 +92,35 @@ def test_paper_config_builds_without_download():
     assert model.frame_length == 1280
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == sum(expected.values()) - expected["ssl"]
+
+
+def test_dead_entries_restart_onto_frames_of_the_batch():
+    torch.manual_seed(0)
+    codec = WavCodec(tiny_codec_config(dead_code_steps=3)).train()
+    wav = torch.randn(2, 6400)
+    latent = codec.encode_latent(wav)
+    before = [vq.codebook.weight.detach().clone() for vq in codec.quantizer.quantizers]
+    for _ in range(3):
+        codes = codec.quantize(latent)[1]
+    # Three idle steps are allowed: nothing has moved yet.
+    for vq, w in zip(codec.quantizer.quantizers, before):
+        assert torch.equal(vq.codebook.weight, w)
+    used = [set(codes[:, q].flatten().tolist()) for q in range(codes.shape[1])]
+    codes = codec.quantize(latent)[1]
+    projected = codec.quantizer(latent.transpose(1, 2))[2]
+    frames = projected.split(codec.quantizer.codebook_dim, dim=1)[0]
+    frames = frames.transpose(1, 2).reshape(-1, frames.shape[1])
+    w = codec.quantizer.quantizers[0].codebook.weight
+    for k in range(codec.cfg.codebook_size):
+        if k in used[0]:
+            assert torch.equal(w[k], before[0][k])
+        else:
+            # Moved onto one of this batch's first-stage inputs.
+            assert torch.isclose(w[k][None], frames, atol=1e-5).all(-1).any(), k
+    assert not codec.idle_steps.any()
+    # Not while evaluating, and never saved.
+    codec.eval()
+    frozen = w.detach().clone()
+    codec.quantize(torch.randn_like(latent))
+    assert torch.equal(codec.quantizer.quantizers[0].codebook.weight, frozen)
+    assert "idle_steps" not in codec.state_dict()

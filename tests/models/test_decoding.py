@@ -94,3 +94,26 @@ def test_overfit_one_utterance_decodes_its_codes():
         with torch.no_grad():
             torch.testing.assert_close(codec.decode(codes, wav.shape[-1]),
                                        codec.decode(target, wav.shape[-1]))
+
+
+def test_sampled_items_do_not_depend_on_their_batch():
+    torch.manual_seed(2)
+    lm = tiny_lm("acoustic").eval()
+    prefix, lengths = torch.randn(3, 4, 64), torch.tensor([4, 2, 4])
+    prefix[2] = prefix[0]
+    cfg = DecodeConfig(strategy="sample", temperature=3.0, seed=None)
+    seeds = [11, 12, 11]
+    batched = generate(lm, prefix, lengths, cfg, seeds)
+    for i, n in enumerate(lengths.tolist()):
+        alone = generate(lm, prefix[i : i + 1, :n], lengths[i : i + 1], cfg, seeds[i : i + 1])
+        assert torch.equal(batched[i, :, :n], alone[0])
+    order = [1, 2, 0]
+    assert torch.equal(generate(lm, prefix[order], lengths[order], cfg, [seeds[i] for i in order]),
+                       batched[order])
+    # Rows 0 and 2 are the same item with the same seed (one generator for the batch gave them
+    # different draws); another seed draws otherwise.
+    assert torch.equal(batched[2], batched[0])
+    other = generate(lm, prefix[:1], lengths[:1], cfg, [13])
+    assert not torch.equal(other, batched[:1])
+    with pytest.raises(ValueError, match="2 seeds for a batch of 3"):
+        generate(lm, prefix, lengths, cfg, [1, 2])

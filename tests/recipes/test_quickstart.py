@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
-
-import pytest
 
 import recipes.quickstart as quickstart_recipe
 from l3se import enhancer
+from l3se.card import read_card
 from l3se.cli import main
-from recipes.quickstart import STEPS, low_snr_gain
+from recipes.quickstart import STEPS, promotion_failures
 
 SMOKE_STARTER = [
     "speech_hours=0.03", "train_speakers=3", "test_speakers=2", "test_fraction=0.3",
@@ -22,7 +22,8 @@ def quickstart(tmp_path, *extra) -> int:
     return main([
         "recipe", "quickstart", "--data", str(tmp_path / "data"), "--runs", str(tmp_path / "runs"),
         "--steps", "0.001", "--metrics", "sisdr", "--workers", "1",
-        "--starter", *SMOKE_STARTER, "--evalset", "n_utterances=3", "min_seconds=1", *extra,
+        "--starter", *SMOKE_STARTER, "--evalset", "n_utterances=3", "min_seconds=1",
+        "--baselines", *extra,
     ])
 
 
@@ -38,21 +39,34 @@ def test_smoke_run_trains_every_stage_enhances_and_reports(tmp_path, capsys, mon
     assert noisy and sorted(p.relative_to(runs / "enhanced") for p in
                             (runs / "enhanced").glob("*/noisy/*.wav")) == noisy
     assert len(list((runs / "codec").glob("*/clean/*.wav"))) == len(noisy)
+    assert len(list((runs / "direct").glob("*/noisy/*.wav"))) == len(noisy)
     table = out[out.index("system"):]
-    for system in ("noisy", "enhanced", "codec", "clean"):
+    for system in ("noisy", "enhanced", "direct", "codec", "clean"):
         assert re.search(rf"^{system}\s+-?\d", table, re.M), table
     assert (runs / "report").is_dir()
+    card = read_card(runs / "lm" / "model")
+    assert card.steps == {s: max(2, math.ceil(n * 0.001)) for s, n in STEPS.items()}
+    assert "| enhanced |" in card.measured
+    # STOI, WER and speaker similarity were not measured: the card must not look clean.
+    assert "STOI: not measured" in card.warning
 
-    # A second run reuses every finished stage and file instead of training again; with
-    # --promote and a gain (DNSMOS is not computed here, so the gain is stood in) it replaces
-    # the default model.
+    # A second run reuses every finished stage and file instead of training again. Promotion
+    # needs STOI, WER and speaker similarity no worse than noisy's and the old default's; with
+    # only SI-SDR measured it is refused, then (verdict stood in) the default is replaced.
     default = tmp_path / "pretrained" / "default"
     (default / "lm").mkdir(parents=True)
     (default / "lm" / "stale.safetensors").write_bytes(b"old")
     monkeypatch.setattr(enhancer, "DEFAULT_MODEL_DIR", default)
-    monkeypatch.setattr(quickstart_recipe, "low_snr_gain", lambda summary: 0.25)
-    assert main(["recipe", "quickstart", "--data", str(tmp_path / "data"), "--runs", str(runs),
-                 "--steps", "0.001", "--metrics", "sisdr", "--workers", "1", "--promote"]) == 0
+    promote = ["recipe", "quickstart", "--data", str(tmp_path / "data"), "--runs", str(runs),
+               "--steps", "0.001", "--metrics", "sisdr", "--workers", "1", "--baselines",
+               "--promote"]
+    assert main(promote) == 0
+    again = capsys.readouterr().out
+    assert "the current default is not compared" in again  # the stand-in is no model
+    assert "default model left as it was: general STOI: not measured" in again
+    assert (default / "lm" / "stale.safetensors").is_file()
+    monkeypatch.setattr(quickstart_recipe, "promotion_failures", lambda *a: [])
+    assert main(promote) == 0
     again = capsys.readouterr().out
     assert all(f"[quickstart] {stage}: reusing" in again for stage in STEPS)
     assert ": training" not in again
@@ -67,8 +81,30 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert "--steps must be positive" in capsys.readouterr().err
 
 
-def test_low_snr_gain_compares_dnsmos_on_the_low_subset():
-    summary = {"noisy": {"low": {"dnsmos_ovrl": {"value": 1.2}}},
-               "enhanced": {"low": {"dnsmos_ovrl": {"value": 1.5}}}}
-    assert low_snr_gain(summary) == pytest.approx(0.3)
-    assert low_snr_gain({"noisy": {"general": {}}, "enhanced": {"general": {}}}) is None
+def scores(stoi, wer, sim, dnsmos=1.0):
+    return {"stoi": {"value": stoi}, "wer": {"value": wer}, "sim": {"value": sim},
+            "dnsmos_ovrl": {"value": dnsmos}}
+
+
+def test_promotion_needs_stoi_wer_and_similarity_not_dnsmos():
+    noisy = {"general": scores(0.70, 90.0, 0.60), "low": scores(0.60, 95.0, 0.50)}
+    # The first shipped model: far better DNSMOS, worse everything else.
+    babble = {"general": scores(0.33, 98.0, 0.40, 2.5), "low": scores(0.30, 98.0, 0.40, 2.5),
+              "all": scores(0.3, 98.0, 0.4)}
+    failures = promotion_failures({"noisy": noisy, "enhanced": babble}, "enhanced", ["noisy"])
+    assert len(failures) == 6 and "low WER: 98.000 vs noisy 95.000" in failures
+    good = {"general": scores(0.80, 80.0, 0.70), "low": scores(0.61, 95.0, 0.55)}
+    assert promotion_failures({"noisy": noisy, "enhanced": good}, "enhanced", ["noisy"]) == []
+    # The current default is a rival too; a rival without a metric is not compared.
+    default = {"general": scores(0.85, 70.0, 0.70), "low": {}}
+    summary = {"noisy": noisy, "enhanced": good, "default": default}
+    assert promotion_failures(summary, "enhanced", ["noisy", "default"]) == [
+        "general STOI: 0.800 vs default 0.850", "general WER: 80.000 vs default 70.000"]
+    missing = {"general": {"stoi": {"value": 0.9}}}
+    assert promotion_failures({"enhanced": missing}, "enhanced", ["noisy"]) == [
+        "general WER: not measured", "general SIM-GE2E: not measured"]
+    # The closed-vocabulary judge's WER decides when it was measured.
+    judged = {"general": {**scores(0.80, 99.0, 0.70), "wer_cv": {"value": 20.0}}}
+    noisy_judged = {"general": {**scores(0.70, 90.0, 0.60), "wer_cv": {"value": 30.0}}}
+    assert promotion_failures({"noisy": noisy_judged, "enhanced": judged}, "enhanced",
+                              ["noisy"]) == []

@@ -1,0 +1,95 @@
+"""A SpeechLM must follow its prefix. Every check here fails for an LM that ignores its input and
+predicts codes from the token history alone: the failure of l3se's first shipped model."""
+
+import pytest
+import torch
+
+from l3se.decoding import DecodeConfig, generate
+from l3se.diagnostics import prefix_reliance
+from tests.models.test_lm import tiny_lm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N_UTTERANCES, FRAMES = 4, 6
+
+
+def distinct_utterances(q: int, k: int, dim: int = 12):
+    """4 utterances of random codes [4, Q, T]; each prefix frame is a fixed random projection of
+    its frame's codes plus noise, so the prefix says what to decode but the history cannot."""
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, k, (N_UTTERANCES, q, FRAMES), generator=g)
+    table = torch.randn(q, k, dim, generator=g)
+    features = table[torch.arange(q)[None, :, None], codes].sum(1)  # [4, T, dim]
+    features = features + 0.1 * torch.randn(features.shape, generator=g)
+    return codes, features
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, frame_positions=True)
+    codes, features = distinct_utterances(4, 16)
+    lengths = torch.full((N_UTTERANCES,), FRAMES)
+    opt = torch.optim.AdamW(lm.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(100):
+        loss = lm(lm.prefix(features), lengths, codes).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return lm.eval(), codes, features, lengths
+
+
+def test_each_prefix_decodes_to_its_own_codes(trained):
+    lm, codes, features, lengths = trained
+    with torch.no_grad():
+        decoded = generate(lm, lm.prefix(features), lengths, DecodeConfig())
+    per_item = (decoded == codes).float().mean((1, 2))
+    assert bool((per_item >= 0.9).all()), per_item
+    # Distinct inputs, distinct outputs: a deaf LM would decode one sequence for all four.
+    for i in range(N_UTTERANCES):
+        for j in range(i + 1, N_UTTERANCES):
+            assert (decoded[i] == decoded[j]).float().mean() < 0.5
+
+
+def test_swapping_prefixes_swaps_outputs(trained):
+    lm, codes, features, lengths = trained
+    order = torch.tensor([2, 3, 0, 1])
+    with torch.no_grad():
+        decoded = generate(lm, lm.prefix(features), lengths, DecodeConfig())
+        swapped = generate(lm, lm.prefix(features[order]), lengths, DecodeConfig())
+    assert (swapped == decoded[order]).float().mean() >= 0.9
+
+
+def test_teacher_forced_loss_needs_the_true_prefix(trained):
+    lm, codes, features, lengths = trained
+    with torch.no_grad():
+        report = prefix_reliance(lm, lm.prefix(features), lengths, codes)
+    # Once a few true tokens are in, the history of 4 utterances names the utterance, so a
+    # borrowed prefix costs mostly the first frame: a ratio, not a fixed gap. A deaf LM scores
+    # the same with any prefix (ratio 1).
+    assert report["true"]["loss"] < 0.05 and report["true"]["accuracy"] == 1.0
+    for other in ("shuffled", "zeros"):
+        assert report[other]["loss"] > max(0.3, 20 * report["true"]["loss"]), report
+        assert report[other]["accuracy"] < 0.95, report
+
+
+def test_frame_positions_share_the_prefix_frame_position():
+    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, frame_positions=True)
+    # Left-padded prefix of 3 frames with 2 real ones, bos, then 4 x 3 tokens.
+    mask = torch.tensor([[0, 1, 1] + [1] * 13])
+    pos = lm.position_ids(mask)[0].tolist()
+    assert pos[:3] == [0, 0, 1] and pos[3] == 0
+    assert pos[4:] == [0] * 4 + [1] * 4 + [2] * 4
+    plain = tiny_lm("acoustic", n_codebooks=4, codebook_size=16).position_ids(mask)[0]
+    assert plain.tolist() == [0, 0, 1] + list(range(2, 15))
+
+
+def test_greedy_decoding_matches_teacher_forcing_with_frame_positions():
+    torch.manual_seed(3)
+    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, frame_positions=True).eval()
+    prefix, lengths = torch.randn(3, 5, 64), torch.tensor([5, 3, 4])
+    with torch.no_grad():
+        codes = generate(lm, prefix, lengths, DecodeConfig())
+        logits = lm(prefix, lengths, codes).logits  # [B, T, Q, K]
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(logits[b, :n].argmax(-1), codes[b, :, :n].T)
