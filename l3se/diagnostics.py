@@ -91,8 +91,8 @@ def _crop_pairs(evalset, n: int, sr: int) -> tuple[torch.Tensor, torch.Tensor, l
     length = min(map(len, noisy + clean)) // FRAME_LENGTH * FRAME_LENGTH
     if length == 0:
         raise ValueError(f"{evalset}: an utterance is shorter than one codec frame")
-    stack = lambda xs: torch.from_numpy(np.stack([x[:length] for x in xs]))  # noqa: E731
-    return stack(noisy), stack(clean), [f"{i.subset}/{i.id}" for i in items]
+    noisy, clean = (torch.from_numpy(np.stack([x[:length] for x in xs])) for xs in (noisy, clean))
+    return noisy, clean, [f"{i.subset}/{i.id}" for i in items]
 
 
 def _spread(x: torch.Tensor) -> float:
@@ -122,10 +122,8 @@ def diagnose(model_dir, evalset, n: int = 8) -> dict:
     sr = codec.sample_rate
     noisy, clean, ids = _crop_pairs(evalset, n, sr)
     length = noisy.shape[-1]
-    as_np = lambda w: [x.numpy() for x in w.float()]  # noqa: E731
-
     def audio_report(wavs: torch.Tensor) -> dict:
-        out, ref = as_np(wavs), as_np(clean)
+        out, ref = list(wavs.float().numpy()), list(clean.float().numpy())
         return {
             "envelope_correlation": float(np.mean([envelope_correlation(o, r)
                                                    for o, r in zip(out, ref)])),
@@ -169,6 +167,10 @@ def diagnose(model_dir, evalset, n: int = 8) -> dict:
     }
 
 
+def _span(shares: list[float]) -> str:
+    return f"{min(shares):.0%}..{max(shares):.0%}"
+
+
 def format_report(report: dict) -> str:
     """The report as aligned text lines."""
     lines = [f"{len(report['utterances'])} utterances cut to {report['seconds']:.2f} s"]
@@ -177,8 +179,7 @@ def format_report(report: dict) -> str:
         r = report[name]
         lines.append(f"{name:<10} {r['envelope_correlation']:>9.3f} {r['stoi']:>6.3f} "
                      f"{r['pairwise_correlation']:>9.3f}")
-    usage = lambda u: f"{min(u):.0%}..{max(u):.0%}"  # noqa: E731
-    lines.append(f"codec codebook usage per codebook: {usage(report['codec']['codebook_usage'])}")
+    lines.append(f"codec codebook usage per codebook: {_span(report['codec']['codebook_usage'])}")
     e = report["ni_encoder"]
     lines.append(
         f"NI-Encoder vs codec latent: relative MSE {e['relative_mse']:.3f}, codes equal "
@@ -193,5 +194,5 @@ def format_report(report: dict) -> str:
         + f" (uniform {m['uniform_loss']:.2f})"
     )
     lines.append(f"LM codes equal to an all-zero prefix's: {m['codes_equal_to_zero_prefix']:.1%}; "
-                 f"codebook usage {usage(m['codebook_usage'])}")
+                 f"codebook usage {_span(m['codebook_usage'])}")
     return "\n".join(lines)
