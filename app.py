@@ -9,8 +9,6 @@ directory is read, never served, and must hold a model (``l3se.enhancer.check_mo
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import logging
 import tempfile
 import threading
@@ -28,21 +26,20 @@ from matplotlib.figure import Figure
 from data_sim.audio import SAMPLE_RATE, AudioError, audio_info, load_audio, write_audio
 from l3se.card import model_markdown
 from l3se.cli import quiet_warnings
-from l3se.config import ConfigError, load_config
+from l3se.config import ConfigError
 from l3se.decoding import DecodeConfig
 from l3se.enhancer import (
-    CONFIG_FILE,
     DEFAULT_MODEL_DIR,
+    MIN_SECONDS,
     Enhancer,
-    EnhancerConfig,
     check_model_dir,
+    read_config,
 )
 
 log = logging.getLogger("l3se.app")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MAX_SECONDS = 60.0
-MIN_SECONDS = 0.25
 MAX_FILE_SIZE = "50mb"
 # Peak level (dBFS) under which an upload is enhanced but flagged as probably too quiet.
 QUIET_PEAK_DB = -50.0
@@ -52,7 +49,7 @@ SPEC_SIZE = (640, 260)  # (width, height) of one spectrogram image, pixels
 SPEC_N_FFT, SPEC_HOP = 512, 128
 SPEC_RANGE_DB = 80.0
 
-# model directory -> object with .cfg.decode and .enhance(wav, sr, progress=fn(done, total))
+# model directory -> object with .enhance(wav, sr, progress=fn(done, total), decode=DecodeConfig)
 Loader = Callable[[Path], Any]
 
 AUDIO_REASONS = {
@@ -172,14 +169,14 @@ def spectrogram_pair(noisy: np.ndarray, enhanced: np.ndarray) -> tuple[np.ndarra
 def decode_config(
     strategy: str, temperature: float, top_p: float, seed: float | None
 ) -> DecodeConfig:
-    if strategy not in ("greedy", "sample"):
-        raise gr.Error(f"Unknown decoding strategy {strategy!r}.")
-    if strategy == "sample" and not temperature > 0:
-        raise gr.Error("Sampling needs a temperature above 0.")
-    return DecodeConfig(
-        strategy=strategy, temperature=float(temperature), top_p=float(top_p),
-        seed=None if seed is None else int(seed),
-    )
+    """The decoding controls' values as settings, or a gr.Error saying what is wrong."""
+    try:
+        return DecodeConfig(
+            strategy=strategy, temperature=float(temperature), top_p=float(top_p),
+            seed=None if seed is None else int(seed),
+        )
+    except ConfigError as e:
+        raise gr.Error(f"Decoding: {e}.", title="Bad decoding setting") from None
 
 
 def make_enhance_handler(cache: ModelCache, out_dir: Path, max_seconds: float = MAX_SECONDS):
@@ -195,15 +192,14 @@ def make_enhance_handler(cache: ModelCache, out_dir: Path, max_seconds: float = 
         decode = decode_config(strategy, temperature, top_p, seed)
         model_dir = cache.resolve(model_text)
         progress(0.0, desc="Loading model")
-        # A shallow copy with its own settings: the cached model is shared by all requests.
-        enhancer = copy.copy(cache.get(model_dir))
-        enhancer.cfg = dataclasses.replace(enhancer.cfg, decode=decode)
+        enhancer = cache.get(model_dir)
         progress(0.0, desc="Enhancing")
         try:
             enhanced = enhancer.enhance(
                 wav, SAMPLE_RATE,
                 progress=lambda done, total: progress((done, total), desc="Enhancing",
                                                       unit="chunks"),
+                decode=decode,
             )
         except Exception as e:
             log.exception("enhancement failed")
@@ -236,8 +232,8 @@ def saved_decode(model_dir: Path) -> DecodeConfig:
     """The decoding settings stored with a model (the defaults if it has none): the decoding
     controls start from them, so the page's first run decodes as the model's trainer chose."""
     try:
-        return load_config(EnhancerConfig, model_dir / CONFIG_FILE).decode
-    except (OSError, ConfigError):
+        return read_config(model_dir).decode
+    except ConfigError:
         return DecodeConfig()
 
 

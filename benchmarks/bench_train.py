@@ -1,17 +1,25 @@
-"""Training throughput of the tiny codec-1 or distill recipe on the CPU: optimizer steps per
-second and the share of step time spent waiting for the DataLoader (data simulation).
+"""Training throughput of the tiny codec-1 or distill recipe on the CPU: the engine's optimizer
+steps per second against a plain hand-written PyTorch loop over the same task and data, and the
+share of the engine's step time spent waiting for the DataLoader (data simulation).
 
-    .venv/bin/python benchmarks/bench_train.py [--stage distill] [--data data/starter] [--steps 20]
+    .venv/bin/python benchmarks/bench_train.py [--stage distill] [--data data/starter] [--steps 8]
 
 Runs ``recipes/configs/codec1/tiny.yaml`` (batch 4 x 1 s crops) or
 ``recipes/configs/distill/tiny.yaml`` (batch 4 x 2 s noisy mixtures, teachers built from the
-codec-1 and s2t tiny architectures with random weights) as is through the real engine.
-Without ``--data`` it writes a small synthetic corpus (speech, noise, RIRs) to a temporary folder.
+codec-1 and s2t tiny architectures with random weights) as is through the real engine
+(``Trainer``). The baseline is the loop one writes by hand: a shuffling DataLoader with the same
+dataset, batch size and workers, ``task.training_step``, backward and an AdamW step, with none
+of the engine's gradient clipping, learning-rate schedule, log accumulation or timing. Both
+train the same task; rounds alternate the two, each round starting its own DataLoader, and
+rates are medians over rounds. The ratio (engine / plain loop) is the engine's overhead: 1.00x
+is none. Without ``--data`` it writes a small synthetic corpus (speech, noise, RIRs) to a
+temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -80,12 +88,43 @@ def distill_trainer(tmp: str, speech: Path, noise: Path, rir: Path, overrides: l
     return cfg, Trainer(task, cfg.train, cfg.optim, build_dataset(cfg.data), collate)
 
 
+def plain_loop(trainer: Trainer, opt: torch.optim.Optimizer, steps: int) -> float:
+    """Steps/s of a hand-written loop over the trainer's task and dataset."""
+    cfg = trainer.cfg
+    loader = torch.utils.data.DataLoader(
+        trainer.train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+        collate_fn=collate, drop_last=True,
+    )
+    task = trainer.task.train()
+    done = 0
+    start = time.perf_counter()
+    while done < steps:
+        for batch in loader:
+            loss = task.training_step(batch, done).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return steps / (time.perf_counter() - start)
+
+
+def engine_steps(trainer: Trainer, steps: int) -> tuple[float, float, float]:
+    """(steps/s, seconds waiting for data, seconds in steps) of ``steps`` engine steps."""
+    before = dict(trainer.timings)
+    trainer.fit(stop_at=trainer.step + steps)
+    step_s = trainer.timings["step"] - before["step"]
+    return steps / step_s, trainer.timings["data"] - before["data"], step_s
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=["codec-1", "distill"], default="codec-1")
     p.add_argument("--data", type=Path, help="starter corpus folder (default: synthetic)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per side and round")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds (alternating sides)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers")
     args = p.parse_args()
 
@@ -95,7 +134,8 @@ def main() -> None:
         )
         overrides = [
             f"data.speech={speech}", "valid=null", f"train.output_dir={tmp}/run",
-            f"train.max_steps={args.warmup + args.steps}", f"train.num_workers={args.workers}",
+            f"train.max_steps={args.warmup + args.rounds * args.steps}",
+            f"train.num_workers={args.workers}",
             "train.ckpt_every=1000000", "train.log_every=1000000", "train.progress=false",
         ]
         if args.stage == "distill":
@@ -110,20 +150,30 @@ def main() -> None:
             trainer = Trainer(
                 build_task("codec-1", cfg), cfg.train, cfg.optim, build_dataset(cfg.data), collate
             )
-        trainer.fit(stop_at=args.warmup)
-        trainer.timings = {"data": 0.0, "step": 0.0, "steps": 0}
-        start = time.perf_counter()
-        trainer.fit()
-        wall = time.perf_counter() - start
-        t = trainer.timings
-    rate = t["steps"] / t["step"]
-    share = t["data"] / t["step"]
+        opt = torch.optim.AdamW(trainer.task.generator_parameters(), lr=cfg.optim.lr)
+        engine_steps(trainer, args.warmup)
+        plain_loop(trainer, opt, args.warmup)
+        rates: dict[str, list[float]] = {"plain": [], "engine": []}
+        waited = stepped = 0.0
+        for _ in range(args.rounds):
+            rate, data_s, step_s = engine_steps(trainer, args.steps)
+            rates["engine"].append(rate)
+            waited, stepped = waited + data_s, stepped + step_s
+            rates["plain"].append(plain_loop(trainer, opt, args.steps))
     seg = cfg.data.mix.segment_seconds
-    print(f"torch threads {torch.get_num_threads()}, workers {args.workers}, "
-          f"batch {cfg.train.batch_size} x {seg:g} s, {t['steps']} steps in {wall:.1f} s wall "
-          "(including the final checkpoint and export)")
-    print(f"tiny {args.stage} on CPU: {rate:.2f} steps/s ({rate * cfg.train.batch_size * seg:.1f} s of "
-          f"audio/s), data loader share of step time {100 * share:.1f}%")
+    print(f"tiny {args.stage} on CPU: torch threads {torch.get_num_threads()}, workers "
+          f"{args.workers}, batch {cfg.train.batch_size} x {seg:g} s, {args.rounds} rounds x "
+          f"{args.steps} steps per side")
+    print(f"{'steps/s':34s} {'median':>7s} {'min':>7s} {'max':>7s}   s of audio/s")
+    names = {"plain": "plain PyTorch loop (baseline)", "engine": "l3se Trainer"}
+    for key, name in names.items():
+        r = rates[key]
+        med = statistics.median(r)
+        print(f"{name:34s} {med:7.2f} {min(r):7.2f} {max(r):7.2f}   "
+              f"{med * cfg.train.batch_size * seg:10.1f}")
+    print(f"engine: data loader share of step time {100 * waited / stepped:.1f}%")
+    ratio = statistics.median(rates["engine"]) / statistics.median(rates["plain"])
+    print(f"ratio engine / plain loop (steps/s): {ratio:.2f}x")
 
 
 if __name__ == "__main__":

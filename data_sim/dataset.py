@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from torch.utils.data import Dataset
 
 from data_sim.audio import AudioError, load_audio
 from data_sim.mixer import MixConfig, Mixer
-from data_sim.sources import AudioItem, load_source, read_rir_folder
+from data_sim.sources import AudioItem, load_rirs, load_source
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +39,7 @@ class DataConfig:
 def build_dataset(cfg: DataConfig) -> MixtureDataset:
     """Load the sources named by ``cfg`` (failing up front on missing files) into a dataset."""
     noises = load_source(cfg.noise) if cfg.noise and cfg.mix.p_noise > 0 else []
-    rirs = []
-    if cfg.rir and cfg.mix.p_reverb > 0:
-        rirs = read_rir_folder(cfg.rir) if Path(cfg.rir).is_dir() else load_source(cfg.rir)
+    rirs = load_rirs(cfg.rir, cfg.mix.p_reverb)
     return MixtureDataset(
         load_source(cfg.speech), noises, rirs, cfg.mix, seed=cfg.seed, length=cfg.epoch_size
     )

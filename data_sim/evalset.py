@@ -21,8 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from data_sim.audio import AudioError, load_audio, write_audio
+from data_sim.files import atomic_write
 from data_sim.mixer import MixConfig, Mixer
-from data_sim.sources import AudioItem
+from data_sim.sources import AudioItem, load_rirs, load_source
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,11 @@ def build_evalset(
                     "rir_id": m.rir_id,
                 }
             )
-    manifest = out / "evalset.jsonl"
-    tmp = manifest.with_name(".evalset.jsonl.part")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(manifest)
+    atomic_write(out / "evalset.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def build_evalset_from_config(out: str | Path, cfg: EvalSetConfig) -> list[dict]:
+    """``build_evalset`` on the sources that ``cfg`` names."""
+    rirs = load_rirs(cfg.rir, cfg.mix.p_reverb)
+    return build_evalset(out, load_source(cfg.speech), load_source(cfg.noise), rirs, cfg)

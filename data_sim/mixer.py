@@ -107,34 +107,44 @@ def active_power(x: np.ndarray, active_db: float = 40.0) -> float:
 
 @dataclass
 class RirSpectra:
-    """An RIR prepared for fast convolution with signals of one length: spectra at size ``nfft``
-    of the direct-path-normalised RIR (and of its early part when that is the target)."""
+    """An RIR prepared for fast convolution: spectra at size ``nfft`` of the direct-path-normalised
+    RIR (and of its early part when that is the target), valid for every signal of up to
+    ``nfft - length + 1`` samples."""
 
     full: np.ndarray
     early: np.ndarray | None
     direct: int
+    length: int
     nfft: int
+
+    @staticmethod
+    def fft_size(n: int, rir_length: int) -> int:
+        """The size used for signals of ``n`` samples; shared by many ``n``, so one cached
+        spectrum serves utterances of different lengths."""
+        return _fft_size(n + rir_length - 1)
 
     @classmethod
     def prepare(
-        cls, rir: np.ndarray, n: int, early_ms: float | None = None, sr: int = SAMPLE_RATE
+        cls, rir: np.ndarray, nfft: int, early_ms: float | None = None, sr: int = SAMPLE_RATE
     ) -> RirSpectra:
         d = int(np.argmax(np.abs(rir)))
         rir = (rir / rir[d]).astype(np.float32)
-        nfft = _fft_size(n + len(rir) - 1)
         early = None
         if early_ms is not None:
             early = sp_fft.rfft(rir[: d + int(early_ms * sr / 1000) + 1], nfft)
-        return cls(sp_fft.rfft(rir, nfft), early, d, nfft)
+        return cls(sp_fft.rfft(rir, nfft), early, d, len(rir), nfft)
 
     def apply(self, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(reverberant, early-or-dry target), both aligned with ``clean`` (no delay)."""
         n, d = len(clean), self.direct
+        if n + self.length - 1 > self.nfft:  # the circular convolution would wrap around
+            raise ValueError(f"{n} samples do not fit spectra of size {self.nfft}")
         spec = sp_fft.rfft(clean, self.nfft)
-        wet = sp_fft.irfft(spec * self.full, self.nfft)[d : d + n].astype(np.float32)
-        if self.early is None:
-            return wet, clean
-        return wet, sp_fft.irfft(spec * self.early, self.nfft)[d : d + n].astype(np.float32)
+        target = clean
+        if self.early is not None:
+            target = sp_fft.irfft(spec * self.early, self.nfft, overwrite_x=True)[d : d + n]
+        spec *= self.full
+        return sp_fft.irfft(spec, self.nfft, overwrite_x=True)[d : d + n], target
 
 
 def reverberate(
@@ -143,7 +153,8 @@ def reverberate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reverberant speech and the matching target, both aligned to ``clean`` (no delay).
     The RIR is normalised so its direct path has gain 1: the dry target matches it."""
-    spectra = RirSpectra.prepare(rir, len(clean), early_ms if target == "early" else None, sr)
+    nfft = RirSpectra.fft_size(len(clean), len(rir))
+    spectra = RirSpectra.prepare(rir, nfft, early_ms if target == "early" else None, sr)
     return spectra.apply(clean.astype(np.float32, copy=False))
 
 
@@ -165,7 +176,9 @@ def mix_at_snr(
     pn = active_power(noise, active_db)
     if pn <= 0 or ps <= 0:
         return np.zeros_like(speech)
-    return (noise * np.sqrt(ps / (pn * 10 ** (snr_db / 10)))).astype(np.float32)
+    # A float32 scale keeps a float32 product float32 (a float64 scalar would promote it).
+    scale = np.float32(np.sqrt(ps / (pn * 10 ** (snr_db / 10))))
+    return (noise * scale).astype(np.float32, copy=False)
 
 
 class Mixer:
@@ -189,7 +202,7 @@ class Mixer:
             raise ValueError("p_noise > 0 but no noise files were given")
         if cfg.p_reverb > 0 and not self.rirs:
             raise ValueError("p_reverb > 0 but no RIR files were given")
-        # Decoded RIRs/noises and RIR spectra (one per segment length), least recently used first.
+        # Decoded RIRs/noises and RIR spectra (one per FFT size), least recently used first.
         self._cache: OrderedDict[str, np.ndarray | RirSpectra] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = int(cache_mb * 2**20)
@@ -206,8 +219,7 @@ class Mixer:
             if picked is not None:
                 rir_id, rir = picked
                 speech, target = self._spectra(rir_id, rir, len(clean)).apply(clean)
-        noise = np.zeros_like(speech)
-        snr_db, noise_id = None, None
+        noise, snr_db, noise_id = None, None, None
         if cfg.p_noise > 0 and rng.random() < cfg.p_noise:
             snr = float(rng.uniform(*cfg.snr_range))
             picked = self._draw(self.noises, rng, skipped, n=len(speech))
@@ -215,14 +227,13 @@ class Mixer:
                 noise_id, raw = picked
                 noise = mix_at_snr(speech, fit_length(raw, len(speech), rng), snr, cfg.active_db)
                 snr_db = snr
-        noisy = speech + noise
-        noisy = self._distort(noisy, rng)
+        noisy = self._distort(speech if noise is None else speech + noise, rng)
         gain = np.float32(self._level_gain(noisy, target, rng))
         return Mixture(
             noisy=noisy * gain,
             target=target * gain,
             speech=speech * gain,
-            noise=noise * gain,
+            noise=np.zeros_like(speech) if noise is None else noise * gain,
             snr_db=snr_db,
             reverb=rir_id is not None,
             noise_id=noise_id,
@@ -231,11 +242,12 @@ class Mixer:
         )
 
     def _spectra(self, rir_id: str, rir: np.ndarray, n: int) -> RirSpectra:
-        key = f"{rir_id}\0{n}"
+        nfft = RirSpectra.fft_size(n, len(rir))
+        key = f"{rir_id}\0{nfft}"
         spectra = self._cache.get(key)
         if spectra is None:
             early = self.cfg.early_ms if self.cfg.reverb_target == "early" else None
-            spectra = RirSpectra.prepare(rir, n, early, self.cfg.sample_rate)
+            spectra = RirSpectra.prepare(rir, nfft, early, self.cfg.sample_rate)
             self._remember(key, spectra)
         else:
             self._cache.move_to_end(key)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_sim.audio import AUDIO_EXTENSIONS, AudioError, audio_info
+from data_sim.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ def read_rir_folder(root: str | Path) -> list[AudioItem]:
         item.kind = "rir"
     return items
 
+
+def load_rirs(source: str | Path | None, p_reverb: float) -> list[AudioItem]:
+    """The RIRs a config names (a folder or a manifest); none when reverberation is off."""
+    if not source or p_reverb <= 0:
+        return []
+    return read_rir_folder(source) if Path(source).is_dir() else load_source(source)
 
 def read_librispeech(root: str | Path) -> list[AudioItem]:
     """``SPK/CHAPTER/SPK-CHAPTER-UTT.flac`` with transcripts from ``SPK-CHAPTER.trans.txt``."""
@@ -183,7 +190,6 @@ def parse_wav_scp(scp: str | Path) -> list[AudioItem]:
 def write_jsonl(items: list[AudioItem], manifest: str | Path) -> None:
     """Write items as a manifest with paths relative to its folder where possible."""
     manifest = Path(manifest)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for item in items:
         row = {k: v for k, v in asdict(item).items() if v is not None}
@@ -191,9 +197,7 @@ def write_jsonl(items: list[AudioItem], manifest: str | Path) -> None:
         if p.is_absolute() and p.is_relative_to(manifest.parent.resolve()):
             row["path"] = p.relative_to(manifest.parent.resolve()).as_posix()
         lines.append(json.dumps(row, ensure_ascii=False))
-    tmp = manifest.with_name(f".{manifest.name}.part")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(manifest)
+    atomic_write(manifest, "\n".join(lines) + "\n")
 
 
 def _require_existing(where: Path, items: list[AudioItem]) -> None:

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from data_sim.files import atomic_write
+
 T = TypeVar("T")
 
 
@@ -99,7 +101,7 @@ def to_dict(cfg: Any) -> Any:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -170,19 +172,3 @@ def _deep_copy(data: Any) -> Any:
         return [_deep_copy(v) for v in data]
     return data
 
-
-def resolve_config(stage: str, name_or_path: str | Path) -> Path:
-    """``tiny``/``paper`` (any name) -> ``recipes/configs/<stage>/<name>.yaml``; a path is kept."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.is_file():
-            raise ConfigError(f"config file not found: {candidate}")
-        return candidate
-    from importlib.resources import files
-
-    folder = files("recipes") / "configs" / stage
-    path = Path(str(folder / f"{name_or_path}.yaml"))
-    if not path.is_file():
-        names = sorted(p.stem for p in Path(str(folder)).glob("*.yaml"))
-        raise ConfigError(f"no config {name_or_path!r} for {stage}; available: {', '.join(names)}")
-    return path

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from l3se.config import ConfigError
 from l3se.models.llm import cache_kwargs
 from l3se.models.tokens import BOS
 
@@ -27,6 +28,18 @@ class DecodeConfig:
     # (the enhancer seeds it from this and the item's audio), so that a weakly conditioned LM
     # does not give every file the same draws, and an output does not depend on its batch.
     seed: int | None = 0
+
+    def __post_init__(self):
+        # Every way in (model directory, command line, app, code) is checked here, once.
+        problems = [
+            (self.strategy in ("greedy", "sample"), "strategy", "'greedy' or 'sample'"),
+            (self.temperature > 0, "temperature", "above 0"),
+            (self.top_k >= 0, "top_k", "0 (no filtering) or more"),
+            (0 < self.top_p <= 1, "top_p", "in (0, 1] (1: no filtering)"),
+        ]
+        for ok, name, need in problems:
+            if not ok:
+                raise ConfigError(f"{name} must be {need}, got {getattr(self, name)!r}")
 
 
 def left_pad(prefix: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,8 +93,6 @@ def generate(
     """
     from transformers import DynamicCache
 
-    if cfg.strategy == "sample" and cfg.temperature <= 0:
-        raise ValueError("sampling needs temperature > 0 (use strategy 'greedy' instead)")
     tokens = lm.tokens
     b, t, _ = prefix.shape
     q, n = tokens.n_codebooks, tokens.n_codebooks * t

@@ -74,13 +74,14 @@ def prefix_reliance(
     return out
 
 
-def _crop_pairs(evalset, n: int, sr: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _crop_pairs(
+    evalset, n: int, sr: int, frame: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The first ``n`` (noisy, clean) pairs of an eval set at ``sr``, cut to the shortest whole
-    number of codec frames: [n, S] each, and their ids."""
+    number of ``frame``-sample codec frames: [n, S] each, and their ids."""
     from pathlib import Path
 
     from data_sim.audio import load_audio
-    from l3se.enhancer import FRAME_LENGTH
     from l3se.evaluation.inputs import load_manifest
 
     items = load_manifest(Path(evalset) / "evalset.jsonl")[:n]
@@ -88,7 +89,7 @@ def _crop_pairs(evalset, n: int, sr: int) -> tuple[torch.Tensor, torch.Tensor, l
         raise ValueError(f"{evalset}: need at least 2 utterances, found {len(items)}")
     noisy = [load_audio(i.noisy, sr) for i in items]
     clean = [load_audio(i.clean, sr) for i in items]
-    length = min(map(len, noisy + clean)) // FRAME_LENGTH * FRAME_LENGTH
+    length = min(map(len, noisy + clean)) // frame * frame
     if length == 0:
         raise ValueError(f"{evalset}: an utterance is shorter than one codec frame")
     noisy, clean = (torch.from_numpy(np.stack([x[:length] for x in xs])) for xs in (noisy, clean))
@@ -107,9 +108,8 @@ def diagnose(model_dir, evalset, n: int = 8) -> dict:
     set (``l3se data evalset``), all cut to the shortest."""
     from pystoi import stoi
 
-    from l3se.config import load_config
     from l3se.decoding import generate
-    from l3se.enhancer import CONFIG_FILE, EnhancerConfig, check_model_dir
+    from l3se.enhancer import check_model_dir, read_config
     from l3se.models.codec import WavCodec
     from l3se.models.lm import SpeechLM
     from l3se.models.ni_encoder import NIEncoder
@@ -118,9 +118,9 @@ def diagnose(model_dir, evalset, n: int = 8) -> dict:
     codec = WavCodec.from_pretrained(model_dir / "codec").eval()
     ni = NIEncoder.from_pretrained(model_dir / "ni_encoder").eval()
     lm = SpeechLM.from_pretrained(model_dir / "lm").eval()
-    decode = load_config(EnhancerConfig, model_dir / CONFIG_FILE).decode
+    decode = read_config(model_dir).decode
     sr = codec.sample_rate
-    noisy, clean, ids = _crop_pairs(evalset, n, sr)
+    noisy, clean, ids = _crop_pairs(evalset, n, sr, codec.frame_length)
     length = noisy.shape[-1]
     def audio_report(wavs: torch.Tensor) -> dict:
         out, ref = list(wavs.float().numpy()), list(clean.float().numpy())

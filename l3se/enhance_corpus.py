@@ -5,15 +5,18 @@ length-sorted batches and write a report.
     OUT a mirror of the folder tree, ``OUT/<id>.wav`` for a manifest, a file or a folder for a
         single file; every output is a 16 kHz .wav
 
-Outputs are written atomically (a temporary file in the same folder, then a rename), so an
-existing output is always complete and a rerun skips it. A file that cannot be used is recorded
-with its reason and the rest carries on. Under ``torchrun`` (RANK / WORLD_SIZE) rank r takes the
-jobs i with i % world == r of the sorted job list and writes its own report part; whichever rank
-finishes last merges the parts.
+Files are read and enhanced ``files_per_batch`` at a time; the model splits long files into
+chunks and decodes ``chunks_per_batch`` chunks at a time. Outputs are written atomically (a
+temporary file in the same folder, then a rename), so an existing output is always complete and
+a rerun skips it. A file that cannot be used is recorded with its reason and the rest carries on.
+Under ``torchrun`` (RANK / WORLD_SIZE) rank r takes the jobs i with i % world == r of the sorted
+job list and writes its own report part; whichever rank finishes last merges the parts.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
 import json
 import logging
@@ -24,15 +27,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_sim.audio import AUDIO_EXTENSIONS, AudioError, audio_info, load_audio, write_audio
+from data_sim.files import atomic_write
+from l3se.enhancer import (
+    DEFAULT_MODEL_DIR,
+    MIN_SECONDS,
+    Enhancer,
+    check_model_dir,
+    resolve_device,
+    resolve_dtype,
+)
 
 log = logging.getLogger(__name__)
 
 # Everything libsndfile decodes that corpora come in (.opus is Ogg/Opus).
 AUDIO_SUFFIXES = tuple(sorted({*AUDIO_EXTENSIONS, ".opus", ".aif", ".aiff", ".au"}))
-# Below one 80 ms codec frame there is nothing for the model to enhance.
-MIN_SECONDS = 0.08
 REPORT_NAME = "enhance_report.json"
-SAMPLE_RATE = 16000
 
 
 class InputError(ValueError):
@@ -119,10 +128,11 @@ def enhance_corpus(
     out: str | Path,
     model=None,
     *,
-    batch_size: int | None = None,
+    files_per_batch: int | None = None,
+    chunks_per_batch: int | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    decode=None,
+    decode: dict | None = None,
     mode: str | None = None,
     report: str | Path | None = None,
     overwrite: bool = False,
@@ -133,18 +143,21 @@ def enhance_corpus(
 ) -> dict:
     """Enhance every input of ``inp`` into ``out``; returns the report (``files`` + ``summary``).
 
-    ``model`` is a model directory (None: the bundled default) or an object with
-    ``enhance_batch([(wav, sr), ...]) -> [wav]`` and a ``cfg.batch_size``; it is loaded only
+    ``model`` is a model directory (None: the bundled default) or a loaded ``Enhancer`` (or an
+    object with its ``cfg``, ``sample_rate`` and ``enhance_batch``); a directory is loaded only
     when something is left to do, and its card's one line (``l3se.card``) is logged then.
-    ``decode`` and ``mode`` ("lm" or "direct", see ``l3se.enhancer``) replace a model
-    directory's saved settings. ``report`` defaults to ``OUT/enhance_report.json`` for a
-    folder or manifest and to no file for a single input.
+    ``decode`` (the fields it names), ``mode`` ("lm" or "direct", see ``l3se.enhancer``) and
+    ``chunks_per_batch`` replace the model's saved settings; ``files_per_batch`` defaults to the
+    chunks per batch, which every file's first chunk fills. ``report`` defaults to
+    ``OUT/enhance_report.json`` for a folder or manifest and to no file for a single input.
     """
     start = time.perf_counter()
     if rank is None or world is None:
         rank, world = dist_rank()
-    if batch_size is not None and batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
+    for name, size in [("files_per_batch", files_per_batch),
+                       ("chunks_per_batch", chunks_per_batch)]:
+        if size is not None and size < 1:
+            raise InputError(f"{name} must be at least 1, got {size}")
     jobs = shard(plan_jobs(inp, out), rank, world)
     report_path = Path(report) if report is not None else default_report(inp, out)
     if report_path is not None and world > 1:
@@ -169,10 +182,10 @@ def enhance_corpus(
         todo.append((job, duration))
 
     if todo:
-        enhancer = _load_model(model, device, dtype, decode, mode)
-        if batch_size is not None:
-            enhancer.cfg.batch_size = batch_size
-        _run(enhancer, todo, results, progress)
+        enhancer = _load_model(model, device, dtype)
+        settings = _settings(enhancer, decode, mode, chunks_per_batch)
+        _run(enhancer, settings, files_per_batch or settings["chunks_per_batch"], todo, results,
+             progress)
 
     summary = _summary(list(results.values()), time.perf_counter() - start)
     out_report = {"files": [asdict(results[j.id]) for j in jobs], "summary": summary}
@@ -205,22 +218,25 @@ def exit_status(report: dict) -> int:
     return 0 if s["ok"] == s["files"] else 1
 
 
-def _run(enhancer, todo: list[tuple[Job, float]], results: dict[str, Result], progress: bool):
+def _run(
+    enhancer, settings: dict, files_per_batch: int, todo: list[tuple[Job, float]],
+    results: dict[str, Result], progress: bool,
+):
     from tqdm import tqdm
 
     # Similar durations batch together (less padding); longest first shows memory trouble early.
     todo = sorted(todo, key=lambda jd: -jd[1])
-    bs = max(1, int(enhancer.cfg.batch_size))
-    batches = [todo[k : k + bs] for k in range(0, len(todo), bs)]
+    batches = [todo[k : k + files_per_batch] for k in range(0, len(todo), files_per_batch)]
+    load = functools.partial(_load_batch, rate=enhancer.sample_rate)
     bar = tqdm(total=len(todo), unit="file", desc="enhance", disable=not progress)
     audio_s, busy_s = 0.0, 0.0
     # Reading the next batch overlaps with enhancing the current one.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_load_batch, batches[0]) if batches else None
+        pending = pool.submit(load, batches[0]) if batches else None
         for k, batch in enumerate(batches):
             loaded = pending.result()
             if k + 1 < len(batches):
-                pending = pool.submit(_load_batch, batches[k + 1])
+                pending = pool.submit(load, batches[k + 1])
             ready = []
             for (job, duration), wav in zip(batch, loaded):
                 if isinstance(wav, AudioError):
@@ -229,7 +245,7 @@ def _run(enhancer, todo: list[tuple[Job, float]], results: dict[str, Result], pr
                 else:
                     ready.append((job, duration, wav))
             t = time.perf_counter()
-            _enhance_and_write(enhancer, ready, results)
+            _enhance_and_write(enhancer, settings, ready, results)
             busy_s += time.perf_counter() - t
             audio_s += sum(d for _, d, _ in ready)
             bar.update(len(batch))
@@ -238,24 +254,25 @@ def _run(enhancer, todo: list[tuple[Job, float]], results: dict[str, Result], pr
     bar.close()
 
 
-def _load_batch(batch: list[tuple[Job, float]]) -> list:
+def _load_batch(batch: list[tuple[Job, float]], rate: int) -> list:
     out = []
     for job, _ in batch:
         try:
-            out.append(load_audio(job.input, SAMPLE_RATE, reject_silent=True))
+            out.append(load_audio(job.input, rate, reject_silent=True))
         except AudioError as e:
             out.append(e)
     return out
 
 
-def _enhance_and_write(enhancer, ready: list, results: dict[str, Result]) -> None:
+def _enhance_and_write(enhancer, settings: dict, ready: list, results: dict[str, Result]) -> None:
     """Enhance ``ready`` as one batch; if that raises, item by item so that one bad input (or
     one too long for memory) fails alone."""
     if not ready:
         return
     t = time.perf_counter()
+    rate = enhancer.sample_rate
     try:
-        outputs = enhancer.enhance_batch([(wav, SAMPLE_RATE) for _, _, wav in ready])
+        outputs = enhancer.enhance_batch([(wav, rate) for _, _, wav in ready], **settings)
     except Exception as e:
         if len(ready) == 1:
             job, duration, _ = ready[0]
@@ -264,14 +281,14 @@ def _enhance_and_write(enhancer, ready: list, results: dict[str, Result]) -> Non
                                      reason=_describe(e), seconds=time.perf_counter() - t)
             return
         for item in ready:
-            _enhance_and_write(enhancer, [item], results)
+            _enhance_and_write(enhancer, settings, [item], results)
         return
     elapsed = time.perf_counter() - t
     total = sum(d for _, d, _ in ready)
     for (job, duration, _), wav in zip(ready, outputs):
         t = time.perf_counter()
         try:
-            write_audio(job.output, wav, SAMPLE_RATE)
+            write_audio(job.output, wav, rate)
         except Exception as e:
             results[job.id] = Result(**asdict(job), status="failed", duration=duration,
                                      reason=f"write failed: {_describe(e)}")
@@ -281,17 +298,10 @@ def _enhance_and_write(enhancer, ready: list, results: dict[str, Result]) -> Non
         results[job.id] = Result(**asdict(job), status="ok", duration=duration, seconds=seconds)
 
 
-def _load_model(model, device: str, dtype: str, decode, mode: str | None):
+def _load_model(model, device: str, dtype: str):
     if hasattr(model, "enhance_batch"):
         return model
     from l3se.card import model_line
-    from l3se.enhancer import (
-        DEFAULT_MODEL_DIR,
-        Enhancer,
-        check_model_dir,
-        resolve_device,
-        resolve_dtype,
-    )
 
     try:
         path = check_model_dir(DEFAULT_MODEL_DIR if model is None else model)
@@ -305,13 +315,24 @@ def _load_model(model, device: str, dtype: str, decode, mode: str | None):
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     log.info("%s", model_line(path))
     try:
-        enhancer = Enhancer.from_pretrained(path, device=device, dtype=dtype, decode=decode,
-                                            mode=mode)
+        return Enhancer.from_pretrained(path, device=device, dtype=dtype)
     except ValueError as e:
         raise InputError(str(e)) from None
-    if enhancer.cfg.mode == "direct":
+
+
+def _settings(enhancer, decode: dict | None, mode: str | None, chunks_per_batch: int | None):
+    """The per-call settings of ``enhancer.enhance_batch``: its model's, with what was given."""
+    cfg = enhancer.cfg
+    mode = cfg.mode if mode is None else mode
+    try:
+        enhancer.check_mode(mode)
+        decode = dataclasses.replace(cfg.decode, **(decode or {}))
+    except ValueError as e:  # ConfigError included
+        raise InputError(str(e)) from None
+    if mode == "direct":
         log.info("mode direct: codec decoder on the quantized NI-Encoder output, no LM")
-    return enhancer
+    return {"decode": decode, "mode": mode,
+            "chunks_per_batch": chunks_per_batch or cfg.chunks_per_batch}
 
 
 def _summary(results: list[Result], wall: float) -> dict:
@@ -420,10 +441,7 @@ def _remove_stale_parts(output: Path) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def _describe(e: BaseException) -> str:

@@ -4,10 +4,15 @@ A model directory holds ``enhancer.yaml`` (an ``EnhancerConfig``) and three ``fr
 directories: ``ni_encoder/``, ``lm/`` and ``codec/``.
 
     enhance_batch([(wav, sr), ...])
-      -> 16 kHz mono [S_i] -> chunks of <= chunk_seconds, frame-aligned, overlapping
-      -> batches of similar-length chunks: pad [B, S] + lengths [B]
-         -> NI-Encoder -> prefix [B, T12, H] -> generate codes [B, Q, T12] -> decode [B, T12*1280]
+      -> mono [S_i] at the codec's rate -> chunks of <= chunk_seconds, frame-aligned, overlapping
+      -> batches of <= chunks_per_batch equal-frame-count chunks: pad [B, S] + lengths [B]
+         -> NI-Encoder -> prefix [B, T12, H] -> generate codes [B, Q, T12] -> decode [B, S']
       -> each chunk trimmed to its length, chunks cross-faded back to [S_i]
+
+The model directory's ``EnhancerConfig`` holds the defaults; each call may pass its own
+``decode``, ``mode`` and ``chunks_per_batch`` instead, so one loaded Enhancer serves callers with
+different settings (the app's requests) without being changed. The sample rate and the frame
+length come from the loaded codec.
 
 Mode "direct" replaces the LM by the codec's own quantizer: codes = RVQ(NI-Encoder acoustic
 output). It needs no LM, so comparing it with mode "lm" tells NI-Encoder or codec failures from
@@ -27,8 +32,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
-from l3se.config import from_dict, load_config, save_config, to_dict
+from l3se.config import ConfigError, from_dict, save_config
 from l3se.decoding import DecodeConfig
 
 if TYPE_CHECKING:
@@ -40,9 +46,9 @@ MODES = ("lm", "direct")
 # The bundled model that `l3se enhance` and the app use when no model is named; the quickstart
 # recipe writes it.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained" / "default"
-SAMPLE_RATE = 16000
-# Samples per codec token frame (12.5 Hz at 16 kHz): chunk boundaries fall on frame boundaries.
-FRAME_LENGTH = 1280
+# The shortest input `l3se enhance` and the app take: one 12.5 Hz codec frame, about a phone;
+# anything shorter holds no speech to restore.
+MIN_SECONDS = 0.08
 
 # progress(done, total): chunks decoded so far out of all chunks of the call.
 Progress = Callable[[int, int], None]
@@ -58,13 +64,11 @@ class EnhancerConfig:
     # ``overlap_seconds``, so memory stays bounded for any length.
     chunk_seconds: float = 20.0
     overlap_seconds: float = 1.0
-    # Utterances (or chunks) decoded together.
-    batch_size: int = 8
+    # Chunks (whole utterances or pieces of long ones) decoded together.
+    chunks_per_batch: int = 8
 
 
-def plan_chunks(
-    num_samples: int, chunk: int, overlap: int, frame: int = FRAME_LENGTH
-) -> list[tuple[int, int]]:
+def plan_chunks(num_samples: int, chunk: int, overlap: int, frame: int) -> list[tuple[int, int]]:
     """[start, end) sample ranges covering ``num_samples``: at most ``chunk`` samples each, starts
     on multiples of ``frame``, consecutive chunks sharing ``overlap`` samples (the last may share
     fewer when the signal ends inside the overlap) and no sample in more than two chunks.
@@ -114,8 +118,9 @@ def crossfade(
     return out / weight
 
 
-def to_mono_16k(wav: np.ndarray | torch.Tensor, sr: int) -> np.ndarray:
-    """[S] or [C, S] at any rate -> float32 mono 16 kHz [S'] (channels averaged, soxr resampled)."""
+def to_mono(wav: np.ndarray | torch.Tensor, sr: int, rate: int) -> np.ndarray:
+    """[S] or [C, S] at ``sr`` -> float32 mono [S'] at ``rate`` (channels averaged, soxr
+    resampled)."""
     from data_sim.audio import resample
 
     x = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
@@ -128,11 +133,11 @@ def to_mono_16k(wav: np.ndarray | torch.Tensor, sr: int) -> np.ndarray:
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise ValueError("audio contains NaN or infinite samples")
-    return np.ascontiguousarray(resample(x, int(sr), SAMPLE_RATE), dtype=np.float32)
+    return np.ascontiguousarray(resample(x, int(sr), rate), dtype=np.float32)
 
 
 def item_seed(seed: int, wav: torch.Tensor) -> int:
-    """The sampling seed of one 16 kHz signal [S]: ``seed`` and its samples hashed together, so
+    """The sampling seed of one signal [S]: ``seed`` and its samples hashed together, so
     that its output depends on its own audio and ``seed`` only (not on its batch or its place in
     a corpus), and different inputs draw differently."""
     data = wav.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
@@ -185,6 +190,19 @@ def save_enhancer(
     return path
 
 
+def read_config(model_dir: str | Path) -> EnhancerConfig:
+    """The settings saved in a model directory (a ConfigError when they do not parse)."""
+    path = Path(model_dir) / CONFIG_FILE
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict) and "batch_size" in data:
+            # Written before the two batch sizes had their own names; it counted chunks.
+            data["chunks_per_batch"] = data.pop("batch_size")
+        return from_dict(EnhancerConfig, data)
+    except (OSError, yaml.YAMLError, ConfigError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def check_model_dir(path: str | Path) -> Path:
     """``path`` if it is a model directory, else a FileNotFoundError saying what is missing."""
     path = Path(path)
@@ -203,9 +221,7 @@ def check_model_dir(path: str | Path) -> Path:
 
 
 class Enhancer:
-    """See the module docstring. Outputs are 16 kHz mono."""
-
-    sample_rate = SAMPLE_RATE
+    """See the module docstring. Outputs are mono at ``sample_rate``."""
 
     def __init__(
         self, ni_encoder, lm, codec, cfg: EnhancerConfig | None = None,
@@ -217,28 +233,23 @@ class Enhancer:
         self.ni_encoder = ni_encoder.to(self.device).eval()
         self.lm = lm.to(self.device).eval()
         self.codec = codec.to(self.device).eval()
-        self.check_mode()
+        self.sample_rate = codec.sample_rate
+        # Samples per codec token frame: chunk boundaries fall on frame boundaries.
+        self.frame_length = codec.frame_length
+        self.check_mode(self.cfg.mode)
 
     @classmethod
     def from_pretrained(
         cls, path: str | Path = DEFAULT_MODEL_DIR, device: str | torch.device = "auto",
-        dtype: str | torch.dtype = "auto", decode: DecodeConfig | dict | None = None,
-        mode: str | None = None,
+        dtype: str | torch.dtype = "auto",
     ) -> Enhancer:
-        """Load a model directory. ``decode`` replaces its saved decoding settings (a dict: only
-        the fields it names), ``mode`` its saved mode."""
+        """Load a model directory; its saved settings become the defaults of every call."""
         from l3se.models.codec import WavCodec
         from l3se.models.lm import SpeechLM
         from l3se.models.ni_encoder import NIEncoder
 
         path = check_model_dir(path)
-        cfg = load_config(EnhancerConfig, path / CONFIG_FILE)
-        if isinstance(decode, dict):
-            decode = from_dict(DecodeConfig, {**to_dict(cfg.decode), **decode})
-        if decode is not None:
-            cfg.decode = decode
-        if mode is not None:
-            cfg.mode = mode
+        cfg = read_config(path)
         codec = WavCodec.from_pretrained(path / "codec")
         # Only the quantizer's codebooks and the decoder are used: dropping the codec's own WavLM
         # and encoder saves a second WavLM-Large (over 1 GB in fp32) per process.
@@ -249,46 +260,57 @@ class Enhancer:
             codec, cfg, device=device, dtype=dtype,
         )
 
-    def check_mode(self) -> None:
-        """A ValueError unless ``cfg.mode`` can run with these parts."""
-        if self.cfg.mode not in MODES:
-            raise ValueError(f"unknown mode {self.cfg.mode!r}; use {' or '.join(MODES)}")
+    def check_mode(self, mode: str) -> None:
+        """A ValueError unless ``mode`` can run with these parts."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use {' or '.join(MODES)}")
         acoustic, latent = self.ni_encoder.acoustic_dim, self.codec.cfg.dim
-        if self.cfg.mode == "direct" and acoustic != latent:
+        if mode == "direct" and acoustic != latent:
             raise ValueError(
                 f"mode direct quantizes the NI-Encoder's acoustic output ({acoustic} dims) with "
                 f"the codec, whose latent has {latent}: this model has no such path"
             )
 
+    def _frames(self, seconds: float) -> int:
+        """``seconds`` rounded to whole codec frames, in samples."""
+        return round(seconds * self.sample_rate / self.frame_length) * self.frame_length
+
     @property
     def chunk_samples(self) -> int:
-        return max(1, round(self.cfg.chunk_seconds * SAMPLE_RATE / FRAME_LENGTH)) * FRAME_LENGTH
+        return max(self.frame_length, self._frames(self.cfg.chunk_seconds))
 
     @property
     def overlap_samples(self) -> int:
-        return round(self.cfg.overlap_seconds * SAMPLE_RATE / FRAME_LENGTH) * FRAME_LENGTH
+        return self._frames(self.cfg.overlap_seconds)
 
     def enhance(
-        self, wav: np.ndarray | torch.Tensor, sr: int, progress: Progress | None = None
+        self, wav: np.ndarray | torch.Tensor, sr: int, progress: Progress | None = None,
+        **settings,
     ) -> np.ndarray | torch.Tensor:
-        """wav [S] or [C, S] at ``sr`` -> enhanced mono 16 kHz [S * 16000 / sr], of the input's
-        type (a CPU float tensor for a tensor)."""
-        return self.enhance_batch([(wav, sr)], progress)[0]
+        """wav [S] or [C, S] at ``sr`` -> enhanced mono [S * sample_rate / sr], of the input's
+        type (a CPU float tensor for a tensor). ``settings``: as ``enhance_batch``'s."""
+        return self.enhance_batch([(wav, sr)], progress, **settings)[0]
 
     def enhance_batch(
         self, items: Sequence[tuple[np.ndarray | torch.Tensor, int]],
-        progress: Progress | None = None,
+        progress: Progress | None = None, *, decode: DecodeConfig | None = None,
+        mode: str | None = None, chunks_per_batch: int | None = None,
     ) -> list[np.ndarray | torch.Tensor]:
-        """Enhance several inputs together; each output has its own input's length."""
-        signals = [torch.from_numpy(to_mono_16k(wav, sr)) for wav, sr in items]
-        plans = [plan_chunks(len(s), self.chunk_samples, self.overlap_samples) for s in signals]
+        """Enhance several inputs together; each output has its own input's length. ``decode``,
+        ``mode`` and ``chunks_per_batch`` replace the model's saved settings for this call."""
+        size = self.cfg.chunks_per_batch if chunks_per_batch is None else chunks_per_batch
+        if size < 1:
+            raise ValueError(f"chunks_per_batch must be at least 1, got {size}")
+        signals = [torch.from_numpy(to_mono(wav, sr, self.sample_rate)) for wav, sr in items]
+        plans = [plan_chunks(len(s), self.chunk_samples, self.overlap_samples, self.frame_length)
+                 for s in signals]
         pieces = [(i, j, signals[i][a:b]) for i, plan in enumerate(plans)
                   for j, (a, b) in enumerate(plan)]
         results: list[list[torch.Tensor | None]] = [[None] * len(p) for p in plans]
-        batches = self._batches(pieces)
         done = 0
-        for batch in batches:
-            for (i, j, _), out in zip(batch, self.enhance_tensor([p[2] for p in batch])):
+        for batch in self._batches(pieces, size):
+            outs = self.enhance_tensor([p[2] for p in batch], decode=decode, mode=mode)
+            for (i, j, _), out in zip(batch, outs):
                 results[i][j] = out
             done += len(batch)
             if progress is not None:
@@ -299,35 +321,38 @@ class Enhancer:
             outputs.append(y if isinstance(wav, torch.Tensor) else y.numpy())
         return outputs
 
-    def _batches(self, pieces: list) -> list[list]:
-        """Batches of at most ``batch_size`` pieces with the same number of codec frames, longest
+    def _batches(self, pieces: list, size: int) -> list[list]:
+        """Batches of at most ``size`` pieces with the same number of codec frames, longest
         first. Equal frame counts mean no padded frames, which the encoder's convolutions and the
         decoder's attention would otherwise see: an item's output does not depend on what it is
         batched with, and autoregressive steps are not spent on padding."""
         groups: dict[int, list] = {}
         for piece in sorted(pieces, key=lambda p: -len(p[2])):
-            groups.setdefault(math.ceil(len(piece[2]) / FRAME_LENGTH), []).append(piece)
-        bs = max(1, self.cfg.batch_size)
-        return [g[k : k + bs] for g in groups.values() for k in range(0, len(g), bs)]
+            groups.setdefault(math.ceil(len(piece[2]) / self.frame_length), []).append(piece)
+        return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
 
     @torch.inference_mode()
-    def enhance_tensor(self, wavs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """16 kHz mono signals [S_i] -> enhanced [S_i] (CPU float32): one NI-Encoder pass, one
-        batched generate (or, in mode direct, one quantization), one codec decode, each output
-        trimmed to its own length."""
+    def enhance_tensor(
+        self, wavs: Sequence[torch.Tensor], *, decode: DecodeConfig | None = None,
+        mode: str | None = None,
+    ) -> list[torch.Tensor]:
+        """Mono signals [S_i] at ``sample_rate`` -> enhanced [S_i] (CPU float32): one NI-Encoder
+        pass, one batched generate (or, in mode direct, one quantization), one codec decode, each
+        output trimmed to its own length."""
         from l3se.decoding import generate
 
-        self.check_mode()
+        mode = self.cfg.mode if mode is None else mode
+        decode = self.cfg.decode if decode is None else decode
+        self.check_mode(mode)
         lengths = torch.tensor([len(w) for w in wavs])
-        total = FRAME_LENGTH * math.ceil(int(lengths.max()) / FRAME_LENGTH)
+        total = self.frame_length * math.ceil(int(lengths.max()) / self.frame_length)
         batch = torch.stack([F.pad(w, (0, total - len(w))) for w in wavs]).to(self.device)
         lengths = lengths.to(self.device)
         with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
             feats = self.ni_encoder(batch, lengths)
-            if self.cfg.mode == "direct":
+            if mode == "direct":
                 codes = self.codec.quantize(feats.acoustic)[1]
             else:
-                decode = self.cfg.decode
                 seeds = None
                 if decode.strategy == "sample" and decode.seed is not None:
                     seeds = [item_seed(decode.seed, w) for w in wavs]

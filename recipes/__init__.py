@@ -1,2 +1,2 @@
-"""Staged training recipes: thin scripts over l3se's building blocks, one per stage.
-Their YAML configs live in ``recipes/configs/<stage>/<scale>.yaml``."""
+"""Staged training recipes: thin scripts over l3se's building blocks, one per stage, listed in
+``recipes/stages.py``. Their YAML configs live in ``recipes/configs/<stage>/<scale>.yaml``."""

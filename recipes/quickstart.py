@@ -12,12 +12,13 @@ last checkpoint, so running the command again continues where it stopped.
 
 from __future__ import annotations
 
-import importlib
 import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from recipes.stages import STAGES, resolve_config, run_stage
 
 # Optimizer steps per stage for the full quickstart, chosen so that the whole run fits in an hour
 # on 2 CPU cores (measured seconds per step in each tiny config's comments).
@@ -58,10 +59,9 @@ def stage_steps(stage: str, cfg: QuickstartConfig) -> int:
 def stage_overrides(stage: str, cfg: QuickstartConfig) -> list[str]:
     """``key=value`` overrides that point a tiny config at the quickstart's data and runs."""
     starter = cfg.data / "starter"
-    runs = cfg.runs
     steps = stage_steps(stage, cfg)
     out = [
-        f"train.output_dir={runs / stage}",
+        f"train.output_dir={cfg.runs / stage}",
         f"train.max_steps={steps}",
         f"data.speech={starter}/speech/train.jsonl",
         f"valid.speech={starter}/speech/test.jsonl",
@@ -75,32 +75,21 @@ def stage_overrides(stage: str, cfg: QuickstartConfig) -> list[str]:
         ]
     if steps < 50:
         out += [f"train.val_every={steps}", f"train.ckpt_every={steps}", "optim.warmup_steps=1"]
-    codec = runs / "codec-2" / "model"
-    out += {
-        "codec-1": [],
-        "codec-2": [f"init_from={runs / 'codec-1' / 'model'}"],
-        "s2t": [f"backbone_from={codec}"],
-        "distill": [f"codec={codec}", f"s2t={runs / 's2t' / 'model'}"],
-        "lm": [f"codec={codec}", f"ni_encoder={runs / 'distill' / 'model'}"],
-    }[stage]
+    out += [f"{key}={cfg.runs / source / 'model'}" for key, source in STAGES[stage].upstream.items()]
     return out
 
 
 def train_stages(cfg: QuickstartConfig, log=print) -> dict[str, float]:
     """Run (or reuse) the five stages in order; returns seconds spent per stage."""
-    import recipes
-    from l3se.cli.train import STAGES
-    configs = Path(recipes.__file__).parent / "configs"
     seconds = {}
-    for stage, (module, folder) in STAGES.items():
+    for stage in STAGES:
         model = cfg.runs / stage / "model"
         if model.is_dir():
             log(f"[quickstart] {stage}: reusing {model}")
             continue
         log(f"[quickstart] {stage}: training")
         start = time.perf_counter()
-        recipe = importlib.import_module(module)
-        recipe.run(stage, configs / folder / "tiny.yaml", stage_overrides(stage, cfg))
+        run_stage(stage, "tiny", stage_overrides(stage, cfg))
         seconds[stage] = time.perf_counter() - start
         log(f"[quickstart] {stage}: done in {seconds[stage]:.0f} s")
     return seconds
@@ -183,8 +172,11 @@ def model_card(cfg: QuickstartConfig, table: str, failures: list[str]):
 
 
 def run(cfg: QuickstartConfig, log=print) -> dict:
+    from data_sim.evalset import EvalSetConfig, build_evalset_from_config
+    from data_sim.starter import StarterConfig, build_starter_corpus
     from l3se.card import write_card
-    from l3se.cli.data import build_eval, build_starter
+    from l3se.config import load_config
+    from l3se.console import UserError
     from l3se.enhancer import DEFAULT_MODEL_DIR, check_model_dir
     from l3se.evaluation import evaluate
     from l3se.evaluation.report import format_comparison, markdown_comparison, summarise
@@ -196,14 +188,18 @@ def run(cfg: QuickstartConfig, log=print) -> dict:
         log(f"[quickstart] starter corpus complete: {starter}")
     else:
         log(f"[quickstart] building the starter corpus in {starter}")
-        build_starter(starter, None, cfg.starter)
+        build_starter_corpus(starter, load_config(StarterConfig, None, cfg.starter))
     evalset = cfg.data / "evalset"
     if (evalset / "evalset.jsonl").is_file():
         log(f"[quickstart] eval set complete: {evalset}")
     else:
         log(f"[quickstart] building the eval set in {evalset}")
         sources = [f"{k}={starter}/{k}/test.jsonl" for k in ("speech", "noise", "rir")]
-        build_eval(evalset, "tiny", sources + list(cfg.evalset))
+        eval_cfg = load_config(EvalSetConfig, resolve_config("evalset", "tiny"), sources + cfg.evalset)
+        try:
+            build_evalset_from_config(evalset, eval_cfg)
+        except ValueError as e:  # the sources, or no utterance in the duration window
+            raise UserError(str(e)) from None
     timings["material"] = time.perf_counter() - start
 
     timings.update(train_stages(cfg, log))

@@ -14,40 +14,24 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from data_sim.dataset import DataConfig
-from l3se.config import ConfigError, load_config
+from l3se.config import ConfigError
 from l3se.enhancer import EnhancerConfig
 from l3se.models.lm import SpeechLMConfig
-from l3se.training.options import OptimConfig, TrainConfig
-
-STAGES = ("lm",)
+from l3se.training.options import RecipeConfig
+from recipes.stages import main, upstream_model
 
 
 @dataclass
-class LMRecipeConfig:
+class LMRecipeConfig(RecipeConfig):
     # Exported model directories of the earlier stages.
     ni_encoder: str = "runs/distill-paper/model"
     codec: str = "runs/codec2-paper/model"
     # acoustic_dim / semantic_dim null: taken from the loaded NI-Encoder.
     lm: SpeechLMConfig = field(default_factory=SpeechLMConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    valid: DataConfig | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
     # Inference settings written into the exported model directory (and used by validation's
     # decode): what `l3se enhance` and the app use unless told otherwise.
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
-
-
-def _load_part(kind, path: str, what: str, stage: str):
-    if not Path(path).is_dir():
-        raise ConfigError(
-            f"{what}: {path} does not exist (it is {stage}'s exported model: run "
-            f"`l3se train {stage}` first or point {what} at it)"
-        )
-    return kind.from_pretrained(path)
 
 
 def lm_config(cfg: SpeechLMConfig, ni_encoder, codec) -> SpeechLMConfig:
@@ -82,34 +66,17 @@ def lm_config(cfg: SpeechLMConfig, ni_encoder, codec) -> SpeechLMConfig:
     return filled
 
 
-def build_task(cfg: LMRecipeConfig):
+def build_task(stage: str, cfg: LMRecipeConfig):
     from l3se.models.codec import WavCodec
     from l3se.models.lm import SpeechLM
     from l3se.models.ni_encoder import NIEncoder
     from l3se.training.lm_task import LMTask
 
-    ni_encoder = _load_part(NIEncoder, cfg.ni_encoder, "ni_encoder", "distill")
-    codec = _load_part(WavCodec, cfg.codec, "codec", "codec-2")
+    ni_encoder = NIEncoder.from_pretrained(upstream_model(stage, cfg, "ni_encoder"))
+    codec = WavCodec.from_pretrained(upstream_model(stage, cfg, "codec"))
     lm = SpeechLM(lm_config(cfg.lm, ni_encoder, codec))
     return LMTask(lm, ni_encoder, codec, cfg.enhancer)
 
 
-def run(stage: str, config: str | Path, overrides: list[str] = (), stop_at: int | None = None):
-    """Train ``stage`` with the YAML ``config`` plus ``key=value`` overrides; returns the
-    output directory."""
-    from l3se.training.distributed import seed_everything
-    from l3se.training.engine import train_stage
-
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    cfg = load_config(LMRecipeConfig, config, overrides)
-    # Same seed on every rank: identical initial weights before the engine's broadcast.
-    seed_everything(cfg.train.seed)
-    task = build_task(cfg)
-    return train_stage(task, cfg, stage, stop_at)
-
-
 if __name__ == "__main__":
-    from l3se.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main())

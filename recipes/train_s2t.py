@@ -21,16 +21,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_sim.dataset import DataConfig
-from l3se.config import ConfigError, load_config
+from l3se.config import ConfigError
 from l3se.models.s2t import WavS2TConfig
-from l3se.training.options import OptimConfig, TrainConfig
-
-STAGES = ("s2t",)
+from l3se.training.options import RecipeConfig
+from recipes.stages import main, upstream_model
 
 
 @dataclass
-class S2TRecipeConfig:
+class S2TRecipeConfig(RecipeConfig):
     model: WavS2TConfig = field(default_factory=WavS2TConfig)
     # The WavCodec model directory whose WavLM the two teachers share (codec-2's
     # output_dir/model); null keeps model.ssl as built.
@@ -39,24 +37,18 @@ class S2TRecipeConfig:
     # when there) and use it instead of model.tokenizer: the offline runs have no Qwen3.
     tokenizer_from_data: bool = False
     tokenizer_vocab_size: int = 512
-    data: DataConfig = field(default_factory=DataConfig)
-    valid: DataConfig | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
 
 
 def check_data(cfg: S2TRecipeConfig) -> None:
-    for name, data in (("data", cfg.data), ("valid", cfg.valid)):
-        if data is None:
-            continue
+    for key, data in cfg.data_sections().items():
         if data.mix.segment_seconds is not None:
             raise ConfigError(
-                f"{name}.mix.segment_seconds: s2t needs whole utterances with their "
+                f"{key}.mix.segment_seconds: s2t needs whole utterances with their "
                 "transcripts; set it to null"
             )
         if data.mix.p_noise > 0 or data.mix.p_reverb > 0:
             raise ConfigError(
-                f"{name}.mix: the semantic teacher learns from clean speech; set p_noise and "
+                f"{key}.mix: the semantic teacher learns from clean speech; set p_noise and "
                 "p_reverb to 0"
             )
 
@@ -76,13 +68,14 @@ def data_tokenizer(cfg: S2TRecipeConfig) -> str:
         raise ConfigError(f"tokenizer_from_data: {cfg.data.speech} holds no transcripts")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out.parent))
-    build_tokenizer(texts, tmp, cfg.tokenizer_vocab_size)
     try:
+        build_tokenizer(texts, tmp, cfg.tokenizer_vocab_size)
         os.rename(tmp, out)
     except OSError:
         if not out.is_dir():
             raise
-        shutil.rmtree(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
@@ -90,40 +83,21 @@ def build_task(stage: str, cfg: S2TRecipeConfig):
     from l3se.models.s2t import WavS2T
     from l3se.training.s2t_task import S2TTask
 
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    if cfg.backbone_from is not None and not Path(cfg.backbone_from).is_dir():
-        raise ConfigError(
-            f"backbone_from: {cfg.backbone_from} does not exist (WavS2T shares WavCodec's WavLM: "
-            "run `l3se train codec-2` first or point backbone_from at its model directory)"
-        )
+    check_data(cfg)
+    backbone = None
+    if cfg.backbone_from is not None:
+        backbone = upstream_model(stage, cfg, "backbone_from")
     model_cfg = cfg.model
     if cfg.tokenizer_from_data:
         model_cfg = dataclasses.replace(model_cfg, tokenizer=data_tokenizer(cfg))
     model = WavS2T(model_cfg)
-    if cfg.backbone_from is not None:
+    if backbone is not None:
         try:
-            model.load_backbone_from(cfg.backbone_from)
+            model.load_backbone_from(backbone)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"backbone_from: {e}") from None
     return S2TTask(model)
 
 
-def run(stage: str, config: str | Path, overrides: list[str] = (), stop_at: int | None = None):
-    """Train ``stage`` with the YAML ``config`` plus ``key=value`` overrides; returns the
-    output directory."""
-    from l3se.training.distributed import seed_everything
-    from l3se.training.engine import train_stage
-
-    cfg = load_config(S2TRecipeConfig, config, overrides)
-    check_data(cfg)
-    # Same seed on every rank: identical initial weights before the engine's broadcast.
-    seed_everything(cfg.train.seed)
-    task = build_task(stage, cfg)
-    return train_stage(task, cfg, stage, stop_at)
-
-
 if __name__ == "__main__":
-    from l3se.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main())

@@ -2,8 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from data_sim.dataset import DataConfig
-from l3se.config import ConfigError, load_config, resolve_config, save_config
+from l3se.config import ConfigError, load_config, save_config
 
 
 @dataclass
@@ -50,14 +49,3 @@ def test_round_trip(tmp_path):
     save_config(cfg, tmp_path / "out.yaml")
     assert load_config(Cfg, tmp_path / "out.yaml") == cfg
 
-
-@pytest.mark.parametrize("stage", ["data"])
-@pytest.mark.parametrize("scale", ["tiny", "paper"])
-def test_shipped_data_configs_load(stage, scale):
-    cfg = load_config(DataConfig, resolve_config(stage, scale))
-    assert cfg.mix.sample_rate == 16000 and cfg.mix.p_reverb == 0.5
-
-
-def test_resolve_config_unknown_name_lists_available():
-    with pytest.raises(ConfigError, match="available: paper, tiny"):
-        resolve_config("data", "huge")

@@ -6,33 +6,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from l3se import __version__
+from l3se.console import UserError, quiet_warnings, run_command
+
+__all__ = ["GROUPS", "UserError", "build_parser", "main", "quiet_warnings"]
 
 # Modules under l3se.cli, one per subcommand group, in the order `l3se --help` lists them.
 GROUPS = ["data", "recipe", "train", "enhance", "evaluate", "diagnose"]
-
-
-# Third-party noise on every command: deprecations inside dac/audiotools/transformers/torch.
-QUIET = (
-    r".*torch\.nn\.utils\.weight_norm.*deprecated",
-    r".*torch\.jit\.script.*deprecated",
-    r"Support for mismatched key_padding_mask",
-    r"stft_data changed shape",
-)
-
-
-def quiet_warnings() -> None:
-    import warnings
-
-    for pattern in QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,24 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    quiet_warnings()
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    from l3se.config import ConfigError
-
-    try:
-        return int(args.func(args) or 0)
-    except (UserError, ConfigError) as e:
-        print(f"l3se: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("l3se: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

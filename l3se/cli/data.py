@@ -46,64 +46,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_summary)
 
 
-def build_starter(out: Path, config: str | None = None, overrides: list[str] = ()) -> dict:
+def _starter(args) -> int:
     from data_sim.starter import StarterConfig, build_starter_corpus
     from l3se.config import load_config
 
-    cfg = load_config(StarterConfig, config, overrides)
-    return build_starter_corpus(out, cfg)
-
-
-def build_eval(out: Path, config: str = "tiny", overrides: list[str] = ()) -> list[dict]:
-    from data_sim.evalset import EvalSetConfig, build_evalset
-    from data_sim.sources import SourceError, load_source, read_rir_folder
-    from l3se.cli import UserError
-    from l3se.config import load_config, resolve_config
-
-    cfg = load_config(EvalSetConfig, resolve_config("evalset", config), overrides)
-    try:
-        speech = load_source(cfg.speech)
-        noises = load_source(cfg.noise)
-        rirs = []
-        if cfg.rir and cfg.mix.p_reverb > 0:
-            rirs = read_rir_folder(cfg.rir) if Path(cfg.rir).is_dir() else load_source(cfg.rir)
-        return build_evalset(out, speech, noises, rirs, cfg)
-    except (SourceError, ValueError) as e:
-        raise UserError(str(e)) from None
-
-
-def summarize_config(config: str = "tiny", overrides: list[str] = (), n: int = 200,
-                     workers: int = 2) -> dict:
-    from data_sim.dataset import DataConfig, build_dataset
-    from data_sim.sources import SourceError
-    from data_sim.summary import summarize
-    from l3se.cli import UserError
-    from l3se.config import load_config, resolve_config
-
-    cfg = load_config(DataConfig, resolve_config("data", config), overrides)
-    try:
-        dataset = build_dataset(cfg)
-    except (SourceError, ValueError) as e:
-        raise UserError(str(e)) from None
-    return summarize(dataset, n=n, workers=workers)
-
-
-def _starter(args) -> int:
-    summary = build_starter(args.out, args.config, args.overrides)
+    summary = build_starter_corpus(args.out, load_config(StarterConfig, args.config, args.overrides))
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _evalset(args) -> int:
-    rows = build_eval(args.out, args.config, args.overrides)
+    from data_sim.evalset import EvalSetConfig, build_evalset_from_config
+    from data_sim.sources import SourceError
+    from l3se.cli import UserError
+    from l3se.config import load_config
+    from recipes.stages import resolve_config
+
+    cfg = load_config(EvalSetConfig, resolve_config("evalset", args.config), args.overrides)
+    try:
+        rows = build_evalset_from_config(args.out, cfg)
+    except (SourceError, ValueError) as e:
+        raise UserError(str(e)) from None
     subsets = sorted({r["subset"] for r in rows})
     print(f"wrote {len(rows)} mixtures ({', '.join(subsets)}) and {args.out / 'evalset.jsonl'}")
     return 0
 
 
 def _summary(args) -> int:
-    from data_sim.summary import format_summary
+    from data_sim.dataset import DataConfig, build_dataset
+    from data_sim.sources import SourceError
+    from data_sim.summary import format_summary, summarize
+    from l3se.cli import UserError
+    from l3se.config import load_config
+    from recipes.stages import resolve_config
 
-    s = summarize_config(args.config, args.overrides, args.num, args.workers)
+    cfg = load_config(DataConfig, resolve_config("data", args.config), args.overrides)
+    try:
+        dataset = build_dataset(cfg)
+    except (SourceError, ValueError) as e:
+        raise UserError(str(e)) from None
+    s = summarize(dataset, n=args.num, workers=args.workers)
     print(json.dumps(s, indent=2) if args.json else format_summary(s))
     return 0

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", type=Path, metavar="DIR",
                    help="enhancer model directory (default: the bundled model)")
     p.add_argument("--batch-size", type=int, metavar="N",
-                   help="files (or chunks of long files) per batch (default: the model's)")
+                   help="files read and enhanced together, and the most chunks (a short file, "
+                   "or a piece of a long one) the model decodes at once (default: the model's "
+                   "chunks_per_batch)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto",
                    help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (default: auto)")
@@ -45,20 +47,23 @@ def register(subparsers) -> None:
 
 
 def decode_overrides(args: argparse.Namespace) -> dict:
-    """The decoding settings given on the command line, checked."""
+    """The decoding settings given on the command line, checked (``DecodeConfig``'s checks, each
+    option alone so that the error names its flag)."""
     from l3se.cli import UserError
+    from l3se.config import ConfigError
+    from l3se.decoding import DecodeConfig
 
     given = {k: getattr(args, k) for k in ("strategy", "temperature", "top_k", "top_p", "seed")}
     given = {k: v for k, v in given.items() if v is not None}
-    if given.get("temperature", 1.0) <= 0:
-        raise UserError("--temperature must be positive")
-    if given.get("top_k", 0) < 0:
-        raise UserError("--top-k must be 0 or more")
-    if not 0 < given.get("top_p", 1.0) <= 1:
-        raise UserError("--top-p must be in (0, 1]")
+    flags = {k: "--" + k.replace("_", "-") for k in given}
+    for key, value in given.items():
+        try:
+            DecodeConfig(**{key: value})
+        except ConfigError as e:
+            raise UserError(f"{flags[key]}: {e}") from None
     if given and args.mode == "direct":
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise UserError(f"{flags}: --mode direct decodes no tokens, so no decoding options apply")
+        raise UserError(f"{', '.join(flags.values())}: --mode direct decodes no tokens, so no "
+                        "decoding options apply")
     return given
 
 
@@ -66,9 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from l3se.cli import UserError
     from l3se.enhance_corpus import InputError, enhance_corpus, exit_status
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
     try:
         report = enhance_corpus(
-            args.input, args.output, args.model, batch_size=args.batch_size,
+            args.input, args.output, args.model, files_per_batch=args.batch_size,
+            chunks_per_batch=args.batch_size,
             device=args.device, dtype=args.dtype, decode=decode_overrides(args) or None,
             mode=args.mode, report=args.report, overwrite=args.overwrite,
             progress=not args.no_progress,

@@ -89,9 +89,9 @@ class WERMetric(Metric):
 
     def __init__(self, name: str, asr, against: str):
         self.name = name
-        self.needs = against
         self.columns = self.columns_for(name)
         self._asr = asr
+        self._against = against  # "text" (WER) or "ref" (dWER)
 
     @staticmethod
     def columns_for(name: str) -> tuple[str, ...]:
@@ -99,7 +99,7 @@ class WERMetric(Metric):
 
     def score(self, pair: Pair) -> dict:
         hyp = pair.output_side(("asr", id(self._asr)), lambda: self._asr.transcribe(pair.est))
-        if self.needs == "text":
+        if self._against == "text":
             reference = pair.text
         else:
             reference = pair.reference_side(

@@ -2,7 +2,7 @@
 
 A metric is built once per worker process (models load once) and then called per file with a
 ``Pair``. Model-based metrics load by hub name or local path; when the model is missing they
-raise ``ModelUnavailable`` so the run prints one ``skipped:`` line instead of failing.
+raise ``ModelUnavailable`` so the run logs one ``skipped:`` line instead of failing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+# The rate every metric scores at (files are resampled to it on load): wide-band PESQ is defined
+# at 16 kHz, and DNSMOS, pocketsphinx's acoustic model and the SSL and Whisper models take 16 kHz.
 SAMPLE_RATE = 16000
 
 
@@ -57,14 +59,11 @@ class Pair:
 
 
 class Metric:
-    """A per-file scorer. ``columns`` are the result fields ``score`` returns.
-
-    ``needs`` is ``"ref"`` (reference audio), ``"text"`` (reference transcript) or None.
-    """
+    """A per-file scorer. ``columns`` are the result fields ``score`` returns; what data it needs
+    besides the output is its ``registry.MetricSpec``'s."""
 
     name: str = ""
     columns: tuple[str, ...] = ()
-    needs: str | None = None
 
     def score(self, pair: Pair) -> dict[str, Any]:
         raise NotImplementedError

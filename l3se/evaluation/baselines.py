@@ -14,7 +14,7 @@ the input is padded by that much and the output shifted back, so an enhanced fil
 sample-aligned with its noisy input and has its length, as the intrusive metrics need.
 
 The packages are the optional extra ``pip install -e ".[baselines]"``; ``load_baseline`` raises
-``BaselineUnavailable`` when one is missing, and ``evaluate`` prints one ``skipped:`` line.
+``BaselineUnavailable`` when one is missing, and ``evaluate`` logs one ``skipped:`` line.
 """
 
 from __future__ import annotations

@@ -156,7 +156,6 @@ class PhoneErrorRate(Metric):
     reference phones (columns ``per_cv``, ``per_cv_errors``, ``per_cv_words``)."""
 
     name = "per_cv"
-    needs = "text"
     columns = ("per_cv", "per_cv_errors", "per_cv_words")
 
     def __init__(self, asr, vocabulary: ClosedVocabulary):

@@ -36,7 +36,6 @@ def _waveform_inputs(extractor, wav: np.ndarray):
 class SpeechBERTScore(Metric):
     name = "sbs"
     columns = ("sbs",)
-    needs = "ref"
 
     def __init__(self, model: str = DEFAULT_SBS, local_only: bool = True):
         import transformers
@@ -68,7 +67,6 @@ class SpeechBERTScore(Metric):
 class PhonemeSimilarity(Metric):
     name = "lps"
     columns = ("lps",)
-    needs = "ref"
 
     def __init__(self, model: str = DEFAULT_PHONEME, local_only: bool = True):
         import transformers

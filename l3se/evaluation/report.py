@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from data_sim.files import atomic_write
+from l3se.evaluation.registry import WER_METRICS
 from l3se.evaluation.runner import FLOOR
 
 # Headline columns of the comparison table, in the paper's order, then the codec-table ones.
@@ -32,7 +33,6 @@ LABELS = {"dnsmos_ovrl": "DNSMOS", "utmos": "UTMOS", "sbs": "SBS", "lps": "LPS",
           "sim_wavlm": "SIM", "sim": "SIM-GE2E", "wer": "WER", "dwer": "dWER",
           "wer_cv": "WER-CV", "per_cv": "PER-CV", "wer_whisper": "WER-Whisper", "dwer_whisper": "dWER-Whisper", "pesq": "PESQ",
           "stoi": "STOI", "estoi": "ESTOI", "sisdr": "SI-SDR"}
-WER_COLUMNS = ("wer", "dwer", "wer_cv", "per_cv", "wer_whisper", "dwer_whisper")
 # Plots of a metric against input SNR: (column, axis label, file name).
 PLOTS = (("wer", "WER (%)", "wer_vs_snr.png"), ("wer_cv", "WER-CV (%), the judge", "wer_cv_vs_snr.png"),
          ("dnsmos_ovrl", "DNSMOS OVRL", "dnsmos_vs_snr.png"))
@@ -64,7 +64,7 @@ def aggregate(rows: list[dict], column: str) -> dict[str, float]:
     vals = finite(rows, column)
     mean, ci = mean_ci(vals)
     value = mean
-    if column in WER_COLUMNS:
+    if column in WER_METRICS:
         words = finite(rows, f"{column}_words").sum()
         value = 100.0 * finite(rows, f"{column}_errors").sum() / words if words else float("nan")
     return {"value": value, "mean": mean, "ci95": ci, "n": int(len(vals))}
@@ -95,7 +95,7 @@ def _numeric(columns: list[str]) -> list[str]:
 def _fmt(x: float, column: str = "") -> str:
     if x is None or not np.isfinite(x):
         return "–"
-    return f"{x:.2f}" if column in WER_COLUMNS or column == "sisdr" else f"{x:.3f}"
+    return f"{x:.2f}" if column in WER_METRICS or column == "sisdr" else f"{x:.3f}"
 
 
 def comparison(results, summary) -> tuple[list[str], list[list[str]]]:
@@ -208,9 +208,7 @@ def _plot(bins: list[dict], column: str, ylabel: str, path: Path) -> bool:
             series.setdefault(b["system"], []).append(((b["snr_lo"] + b["snr_hi"]) / 2, b[column]))
     if not series:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # A bare Figure renders through Agg for savefig without touching pyplot's global backend.
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4), dpi=120)

@@ -1,6 +1,10 @@
 """``evaluate``: match outputs to references, score every (system, file) with the selected
 metrics in parallel workers, resume from a per-file cache, and write the reports.
 
+The inputs are resolved into a ``Plan`` (the items, each system's outputs, the metrics whose
+data and models are there, workers, the cache folder); worker processes build their metrics
+from it.
+
 Work is grouped by reference file: every system's output for one reference is scored in the
 same task, so reference-side work (loading, its transcript, embeddings) happens once.
 The cache (``OUT/.cache/scores.jsonl``) gets one line per (system, file, metric) as soon as it
@@ -20,13 +24,13 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,18 +45,11 @@ from l3se.evaluation.inputs import (
     load_reference,
     match_systems,
 )
-from l3se.evaluation.registry import (
-    SPECS,
-    build_metrics,
-    metric_columns,
-    model_for,
-    parse_selection,
-    probe_models,
-)
+from l3se.evaluation.judge import ClosedVocabulary
+from l3se.evaluation.registry import SPECS, build_metrics, parse_selection, probe_models
 
 log = logging.getLogger(__name__)
 
-ROW_FIELDS = ("system", "id", "subset", "snr_db", "reverb", "length_diff_s", "error")
 # The row of the clean reference scored with the word metrics only: what the recognisers
 # themselves get wrong.
 FLOOR = "floor"
@@ -94,12 +91,6 @@ def _fingerprint(*paths: str | None) -> str:
         except OSError:
             parts.append("?")
     return "|".join(parts)
-
-
-def _metric_key(name: str, models: dict[str, str], judge: str) -> str:
-    """Cache key of a metric: its model, or for the judge its vocabulary and LM."""
-    model = judge if name in ("wer_cv", "per_cv") else model_for(name, models)
-    return f"{name}@{model}" if model else name
 
 
 class ScoreCache:
@@ -149,47 +140,155 @@ def _json_default(x):
     raise TypeError(type(x).__name__)
 
 
-# ---- worker side -------------------------------------------------------------------------
-_WORKER_METRICS: dict[str, Metric] = {}
+# ---- the plan ----------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """One evaluation, resolved: each system's output for each reference item, the metrics that
+    run, the models they load, how many processes score and where the scores are cached.
+    Worker processes get it to build their own metrics."""
+
+    items: list[Item]
+    matching: dict[str, Matching]  # system -> its outputs, in table order
+    metrics: list[str]  # in column order
+    models: dict[str, str]  # --model KEY -> name or path
+    local_only: bool = True
+    workers: int = 1
+    out: Path | None = None  # the report folder, which holds the score cache
+    # One compute thread per process: on a shared machine, multi-threaded torch/onnx kernels
+    # stall on busy cores (measured 10x slower); parallelism comes from workers.
+    threads: int = 1
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers <= 1
+
+    @property
+    def transcripts(self) -> list[str]:
+        return sorted({it.text for it in self.items if it.text})
+
+    @property
+    def columns(self) -> list[str]:
+        return [c for n in self.metrics for c in SPECS[n].columns]
+
+    def metrics_for(self, system: str, item: Item) -> list[str]:
+        """The metrics ``system``'s output for ``item`` is scored with: those whose data the
+        item has; the floor row gets only the word metrics against the reference text."""
+        return [n for n in self.metrics
+                if _has_data(SPECS[n].needs, item) and (system != FLOOR or _scores_floor(n))]
+
+    def cache_keys(self) -> dict[str, str]:
+        """Per metric, its cache key: its name with what its scores depend on besides the two
+        files, its model or the judge's vocabulary and LM."""
+        judge = ""
+        if any(SPECS[n].judge for n in self.metrics):
+            judge = f"judge:{ClosedVocabulary(self.transcripts).fingerprint}"
+        keys = {}
+        for n in self.metrics:
+            model = judge if SPECS[n].judge else SPECS[n].model(self.models)
+            keys[n] = f"{n}@{model}" if model else n
+        return keys
 
 
-def _init_worker(names: Sequence[str], models: dict[str, str], local_only: bool, threads: int,
-                 transcripts: Sequence[str]) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    metrics, _ = build_metrics(names, models, local_only, threads, transcripts)
-    _WORKER_METRICS.update({m.name: m for m in metrics})
+def _has_data(needs: str | None, item: Item) -> bool:
+    return needs is None or (needs == "ref" and item.clean is not None) or (needs == "text" and bool(item.text))
 
 
-def _score_task(item: Item, jobs: list[tuple[str, str, list[str]]], metrics: dict[str, Metric] | None = None):
-    """Score one reference's outputs. ``jobs``: (system, output path, metric names).
+def _scores_floor(name: str) -> bool:
+    spec = SPECS[name]
+    return spec.error_rate and spec.needs == "text"
 
-    Returns [(system, metric name or None, values)]; a None metric carries the row's own fields
-    (length difference, or the error that stopped this output from being scored).
-    """
-    metrics = _WORKER_METRICS if metrics is None else metrics
-    out: list[tuple[str, str | None, dict]] = []
+
+class Job(NamedTuple):
+    """One output of a reference item to score, with the metrics the cache lacks for it."""
+
+    system: str
+    path: str
+    metrics: list[str]
+
+
+Task = tuple[Item, list[Job]]
+# What scoring a task returns: (system, metric name or None, values) per output and metric.
+Scores = list[tuple[str, str | None, dict]]
+
+
+# ---- scoring -----------------------------------------------------------------------------
+def _score_task(item: Item, jobs: list[Job], metrics: dict[str, Metric]) -> Scores:
+    """Score one reference's outputs. A None metric carries the row's own fields (length
+    difference, or the error that stopped this output from being scored)."""
+    out: Scores = []
     ref = None
     if item.clean is not None:
         try:
             ref = load_audio(item.clean, SAMPLE_RATE)
         except AudioError as e:
-            return [(system, None, {"error": f"reference {e}"}) for system, _, _ in jobs]
+            return [(job.system, None, {"error": f"reference {e}"}) for job in jobs]
     ref_memo: dict = {}
-    for system, path, names in jobs:
+    for job in jobs:
         try:
-            est = load_audio(path, SAMPLE_RATE)
+            est = load_audio(job.path, SAMPLE_RATE)
         except AudioError as e:
-            out.append((system, None, {"error": str(e)}))
+            out.append((job.system, None, {"error": str(e)}))
             continue
         pair = Pair(est=est, ref=ref, text=item.text, ref_memo=ref_memo,
                     est_aligned=None if ref is None else align(est, len(ref)))
         row = {"length_diff_s": None if ref is None else (len(est) - len(ref)) / SAMPLE_RATE}
-        out.append((system, None, row))
-        for name in names:
-            out.append((system, name, metrics[name].score(pair)))
+        out.append((job.system, None, row))
+        for name in job.metrics:
+            out.append((job.system, name, metrics[name].score(pair)))
     return out
+
+
+# A worker process's metrics, built once by _init_worker.
+_worker_metrics: dict[str, Metric] = {}
+
+
+def _init_worker(plan: Plan) -> None:
+    import torch
+
+    torch.set_num_threads(plan.threads)
+    built, _ = build_metrics(plan.metrics, plan.models, plan.local_only, plan.threads, plan.transcripts)
+    _worker_metrics.update({m.name: m for m in built})
+
+
+def _score_in_worker(item: Item, jobs: list[Job]) -> Scores:
+    return _score_task(item, jobs, _worker_metrics)
+
+
+def _score_here(tasks: list[Task], metrics: dict[str, Metric], threads: int) -> Iterator[tuple[Item, Scores]]:
+    with _torch_threads(threads):
+        for item, jobs in tasks:
+            yield item, _score_task(item, jobs, metrics)
+
+
+def _score_in_pool(plan: Plan, tasks: list[Task]) -> Iterator[tuple[Item, Scores]]:
+    # spawn, not fork: torch and onnxruntime thread pools do not survive a fork.
+    pool = ProcessPoolExecutor(max_workers=plan.workers, mp_context=get_context("spawn"),
+                               initializer=_init_worker, initargs=(plan,))
+    finished = False
+    try:
+        futures = {pool.submit(_score_in_worker, item, jobs): item for item, jobs in tasks}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+        finished = True
+    finally:
+        # On an interrupt, drop queued work at once; what finished is already in the cache.
+        pool.shutdown(wait=finished, cancel_futures=True)
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """Run in-process scoring with ``n`` torch threads, restoring the caller's setting."""
+    if "torch" not in sys.modules:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- driver -------------------------------------------------------------------------------
@@ -211,71 +310,47 @@ def evaluate(
     manifest's noisy files and join the systems, before ``clean``; their outputs are kept under
     ``out_dir/baselines``. Writes reports under ``out_dir`` when given.
 
+    What cannot be evaluated (a metric without its data or model, a missing baseline) is
+    logged as a ``skipped:`` warning and listed in ``Results.skipped``.
     Raises ``InputError`` for unusable inputs or metric selections.
     """
-    models = dict(models or {})
-    names = parse_selection(metrics) if isinstance(metrics, str) else parse_selection(",".join(metrics))
+    selected = parse_selection(metrics if isinstance(metrics, str) else ",".join(metrics))
     if not systems and not baselines:
         raise InputError("no systems to evaluate")
     _check_names(systems, baselines)
     out = Path(out_dir) if out_dir is not None else None
+    skipped: list[str] = []
     with ExitStack() as stack:
         root = out
         if root is None and baselines:
             # Without a report folder, baseline outputs live only as long as their scoring.
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="l3se-")))
         items = load_reference(ref) if ref is not None else items_from_outputs(systems)
-        skipped: list[str] = []
         made = _run_baselines(baselines, items, root, progress, skipped)
-        systems = _with_baselines(systems, made)
-        matching = match_systems(items, systems)
+        matching = match_systems(items, _with_baselines(systems, made))
         for system, m in matching.items():
             _report_mismatch(system, m)
-
-        names = _applicable(names, items, skipped)
-        word_metrics = [n for n in names if SPECS[n].needs == "text"]
-        if word_metrics and "clean" not in systems:
+        names = _applicable(selected, items, skipped)
+        if "clean" not in matching and any(_scores_floor(n) for n in names):
             floor = {it.uid: it.clean for it in items if it.clean and it.text}
             if floor:
                 matching[FLOOR] = Matching(outputs=floor)
-                systems[FLOOR] = None
-        transcripts = sorted({it.text for it in items if it.text})
-        # One compute thread per worker: on a shared machine, multi-threaded torch/onnx kernels
-        # stall on busy cores (measured 10x slower); parallelism comes from --workers.
-        threads = 1
-        in_process: dict[str, Metric] | None = None
-        if workers <= 1:
-            built, missing = build_metrics(names, models, local_only, threads, transcripts)
-            in_process = {m.name: m for m in built}
-        else:
-            missing = probe_models(names, models, local_only)
-        for name, model in missing:
-            skipped.append(f"skipped: {name} ({model} not available)")
-            print(skipped[-1], file=sys.stderr)
-        names = [n for n in names if n not in {m for m, _ in missing}]
-        judge = ""
-        if {"wer_cv", "per_cv"} & set(names):
-            from l3se.evaluation.judge import ClosedVocabulary
-
-            judge = f"judge:{ClosedVocabulary(transcripts).fingerprint}"
-        keys = {n: _metric_key(n, models, judge) for n in names}
-        only = {FLOOR: set(word_metrics)}
-
-        cache = ScoreCache(out / ".cache" / "scores.jsonl" if out else None)
-        try:
-            with _torch_threads(threads if in_process is not None else None):
-                rows = _run(items, matching, names, keys, only, cache, workers, in_process,
-                            (models, local_only, threads, transcripts), progress)
-        finally:
-            cache.close()
-    columns = [c for n in names for c in metric_columns(n)]
-    results = Results(rows=rows, systems=list(systems), metrics=names, columns=columns,
-                      skipped=skipped, matching=matching)
+        plan = Plan(items, matching, names, dict(models or {}), local_only, workers, out)
+        plan, built = _load_metrics(plan, skipped)
+        rows = _run(plan, built, progress)
+    results = Results(rows=rows, systems=list(plan.matching), metrics=plan.metrics,
+                      columns=plan.columns, skipped=skipped, matching=plan.matching)
     if out is not None:
         from l3se.evaluation.report import write_reports
 
         results.reports = write_reports(results, out, snr_bin_db=snr_bin_db)
     return results
+
+
+def _skip(skipped: list[str], line: str) -> None:
+    """A ``skipped:`` line for the reports, and for the user now."""
+    skipped.append(line)
+    log.warning("%s", line)
 
 
 def _check_names(systems: dict[str, str | None], baselines: Sequence[str]) -> None:
@@ -301,8 +376,7 @@ def _run_baselines(names: Sequence[str], items: list[Item], root: Path | None, p
         try:
             baseline = load_baseline(name)
         except BaselineUnavailable as e:
-            skipped.append(f'skipped: {name} ({e.reason}; pip install -e ".[baselines]")')
-            print(skipped[-1], file=sys.stderr)
+            _skip(skipped, f'skipped: {name} ({e.reason}; pip install -e ".[baselines]")')
             continue
         folder = root / "baselines" / name
         enhance_items(baseline, items, folder, progress)
@@ -318,35 +392,31 @@ def _with_baselines(systems: dict[str, str | None], made: dict[str, str]) -> dic
     return {s: made.get(s, systems.get(s)) for s in order}
 
 
-@contextmanager
-def _torch_threads(n: int | None):
-    """Run in-process scoring with ``n`` torch threads, restoring the caller's setting."""
-    if n is None or "torch" not in sys.modules:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _applicable(names: list[str], items: list[Item], skipped: list[str]) -> list[str]:
-    has_ref = any(it.clean for it in items)
-    has_text = any(it.text for it in items)
+    """The metrics whose data at least one item has."""
     keep = []
     for name in names:
         needs = SPECS[name].needs
-        if (needs == "ref" and not has_ref) or (needs == "text" and not has_text):
-            what = "reference audio" if needs == "ref" else "reference transcripts"
-            skipped.append(f"skipped: {name} (no {what})")
-            print(skipped[-1], file=sys.stderr)
-        else:
+        if any(_has_data(needs, it) for it in items):
             keep.append(name)
+        else:
+            what = "reference audio" if needs == "ref" else "reference transcripts"
+            _skip(skipped, f"skipped: {name} (no {what})")
     return keep
+
+
+def _load_metrics(plan: Plan, skipped: list[str]) -> tuple[Plan, dict[str, Metric]]:
+    """Build the plan's metrics here, or for worker processes only check that their models are
+    there; the plan without the metrics whose model is missing, and the metrics built."""
+    if plan.in_process:
+        built, missing = build_metrics(plan.metrics, plan.models, plan.local_only, plan.threads,
+                                       plan.transcripts)
+    else:
+        built, missing = [], probe_models(plan.metrics, plan.models, plan.local_only)
+    for name, model in missing:
+        _skip(skipped, f"skipped: {name} ({model} not available)")
+    gone = {name for name, _ in missing}
+    return replace(plan, metrics=[n for n in plan.metrics if n not in gone]), {m.name: m for m in built}
 
 
 def _report_mismatch(system: str, m: Matching) -> None:
@@ -358,41 +428,16 @@ def _report_mismatch(system: str, m: Matching) -> None:
                     system, len(m.unmatched), m.unmatched[0])
 
 
-def _run(items, matching, names, keys, only, cache, workers, in_process, build_args, progress):
-    """Score what the cache lacks. ``only``: system -> the metrics it is scored with (default all);
-    ``build_args``: (models, local_only, threads, transcripts) for worker processes."""
-    rows: dict[tuple[str, str], dict] = {}
-    tasks = []
-    for it in items:
-        jobs = []
-        for system, m in matching.items():
-            path = m.outputs.get(it.uid)
-            if path is None:
-                continue
-            row = {"system": system, "id": it.id, "subset": it.subset, "snr_db": it.snr_db,
-                   "reverb": it.reverb, "length_diff_s": None, "error": None, "_uid": it.uid}
-            rows[(system, it.uid)] = row
-            fp = _fingerprint(path, it.clean)
-            todo = []
-            for n in names:
-                if not _usable(n, it) or (system in only and n not in only[system]):
-                    continue
-                cached = cache.get(system, it.uid, keys[n], fp)
-                if cached is None:
-                    todo.append(n)
-                else:
-                    row.update(cached)
-            meta = cache.get(system, it.uid, "_file", fp)
-            if todo or meta is None:
-                jobs.append((system, path, todo))
-            else:
-                row.update(meta)
-        if jobs:
-            tasks.append((it, jobs))
+def _run(plan: Plan, metrics: dict[str, Metric], progress: bool) -> list[dict]:
+    """Score what the cache lacks, with ``metrics`` here or in the plan's worker processes;
+    the rows in table order (systems, then items)."""
+    cache = ScoreCache(plan.out / ".cache" / "scores.jsonl" if plan.out else None)
+    keys = plan.cache_keys()
+    rows, tasks = _todo(plan, cache, keys)
 
-    def collect(item: Item, results):
+    def collect(item: Item, results: Scores) -> None:
         for system, name, values in results:
-            fp = _fingerprint(matching[system].outputs[item.uid], item.clean)
+            fp = _fingerprint(plan.matching[system].outputs[item.uid], item.clean)
             rows[(system, item.uid)].update(values)
             # Errors are not cached: a fixed file is retried on the next run.
             if name is None and not values.get("error"):
@@ -400,45 +445,52 @@ def _run(items, matching, names, keys, only, cache, workers, in_process, build_a
             elif name is not None:
                 cache.put(system, item.uid, keys[name], fp, values)
 
-    if tasks:
-        from tqdm import tqdm
+    try:
+        if tasks:
+            from tqdm import tqdm
 
-        bar = tqdm(total=len(tasks), desc="evaluate", unit="file", disable=not progress)
-        try:
-            if in_process is not None:
-                for it, jobs in tasks:
-                    collect(it, _score_task(it, jobs, in_process))
+            scores = (_score_here(tasks, metrics, plan.threads) if plan.in_process
+                      else _score_in_pool(plan, tasks))
+            with (tqdm(total=len(tasks), desc="evaluate", unit="file", disable=not progress) as bar,
+                  closing(scores)):
+                for item, results in scores:
+                    collect(item, results)
                     bar.update()
-            else:
-                _run_pool(tasks, names, build_args, workers, collect, bar)
-        finally:
-            bar.close()
-    ordered = [rows[(s, it.uid)] for s in matching for it in items if (s, it.uid) in rows]
+    finally:
+        cache.close()
+    ordered = [rows[(s, it.uid)] for s in plan.matching for it in plan.items if (s, it.uid) in rows]
     for r in ordered:
         if r.get("error"):
             log.warning("%s %s: %s", r["system"], r["id"], r["error"])
     return ordered
 
 
-def _usable(name: str, item: Item) -> bool:
-    needs = SPECS[name].needs
-    return needs is None or (needs == "ref" and item.clean is not None) or (needs == "text" and bool(item.text))
-
-
-def _run_pool(tasks, names, build_args, workers, collect, bar) -> None:
-    # spawn, not fork: torch and onnxruntime thread pools do not survive a fork.
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-        initargs=(names, *build_args),
-    )
-    finished = False
-    try:
-        futures = {pool.submit(_score_task, it, jobs): it for it, jobs in tasks}
-        for fut in as_completed(futures):
-            collect(futures[fut], fut.result())
-            bar.update()
-        finished = True
-    finally:
-        # On an interrupt, drop queued work at once; what finished is already in the cache.
-        pool.shutdown(wait=finished, cancel_futures=True)
-
+def _todo(plan: Plan, cache: ScoreCache, keys: dict[str, str]) -> tuple[dict[tuple[str, str], dict], list[Task]]:
+    """Every (system, item uid) row, filled from the cache, and the tasks for what it lacks."""
+    rows: dict[tuple[str, str], dict] = {}
+    tasks: list[Task] = []
+    for it in plan.items:
+        jobs = []
+        for system, m in plan.matching.items():
+            path = m.outputs.get(it.uid)
+            if path is None:
+                continue
+            row = {"system": system, "id": it.id, "subset": it.subset, "snr_db": it.snr_db,
+                   "reverb": it.reverb, "length_diff_s": None, "error": None}
+            rows[(system, it.uid)] = row
+            fp = _fingerprint(path, it.clean)
+            todo = []
+            for n in plan.metrics_for(system, it):
+                cached = cache.get(system, it.uid, keys[n], fp)
+                if cached is None:
+                    todo.append(n)
+                else:
+                    row.update(cached)
+            meta = cache.get(system, it.uid, "_file", fp)
+            if todo or meta is None:
+                jobs.append(Job(system, path, todo))
+            else:
+                row.update(meta)
+        if jobs:
+            tasks.append((it, jobs))
+    return rows, tasks

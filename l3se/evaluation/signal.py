@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from l3se.evaluation.base import SAMPLE_RATE
 
 
 def si_sdr(ref: np.ndarray, est: np.ndarray, eps: float = 1e-12) -> float:

@@ -22,7 +22,6 @@ _MIN_TRIMMED = SAMPLE_RATE // 2
 class ResemblyzerSim(Metric):
     name = "sim"
     columns = ("sim",)
-    needs = "ref"
 
     def __init__(self):
         from resemblyzer import VoiceEncoder
@@ -44,7 +43,6 @@ class ResemblyzerSim(Metric):
 class WavLMSim(Metric):
     name = "sim_wavlm"
     columns = ("sim_wavlm",)
-    needs = "ref"
 
     def __init__(self, model: str = DEFAULT_WAVLM_SV, local_only: bool = True):
         import transformers

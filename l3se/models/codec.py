@@ -25,8 +25,6 @@ from l3se.models.modules import PosNet, Upsample
 from l3se.models.ssl import LayerMixture, SSLConfig, WavLMBackbone
 from l3se.models.weights import Pretrained
 
-SAMPLE_RATE = 16000
-
 
 @dataclass
 class WavCodecConfig:
@@ -103,7 +101,8 @@ class WavCodec(Pretrained, nn.Module):
 
     config_class = WavCodecConfig
 
-    sample_rate = SAMPLE_RATE
+    # WavLM's rate, and so that of every l3se model's input and output.
+    sample_rate = 16000
 
     def __init__(self, cfg: WavCodecConfig):
         super().__init__()

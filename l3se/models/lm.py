@@ -24,11 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from l3se.models.llm import LLMConfig, build_qwen3, qwen3_arch
+from l3se.models.s2t import FRAMES_PER_TOKEN
 from l3se.models.tokens import BOS, PAD, TokenLayout
 from l3se.models.weights import Pretrained
-
-# NI-Encoder semantic frames (50 Hz) per codec frame (12.5 Hz).
-SEMANTIC_STACK = 4
 
 
 @dataclass
@@ -38,7 +36,8 @@ class SpeechLMConfig:
     # Feature sizes of the NI-Encoder's heads; the lm recipe fills nulls from the loaded encoder.
     acoustic_dim: int | None = 1024
     semantic_dim: int | None = 1024
-    semantic_stack: int = SEMANTIC_STACK
+    # NI-Encoder semantic frames (50 Hz, one per WavLM hop) stacked per codec frame (12.5 Hz).
+    semantic_stack: int = FRAMES_PER_TOKEN
     adapter_hidden: int = 1024
     n_codebooks: int = 8
     codebook_size: int = 1024

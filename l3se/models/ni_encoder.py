@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l3se.models.codec import WavCodec
 from l3se.models.heads import (
     AcousticEncoder,
     AcousticHeadConfig,
@@ -31,7 +32,6 @@ from l3se.models.ssl import LayerMixture, SSLConfig, WavLMBackbone
 from l3se.models.weights import Pretrained
 
 if TYPE_CHECKING:
-    from l3se.models.codec import WavCodec
     from l3se.models.s2t import WavS2T
 
 
@@ -58,7 +58,8 @@ class NIEncoder(Pretrained, nn.Module):
 
     config_class = NIEncoderConfig
 
-    sample_rate = 16000
+    # Distilled towards the codec's latent, frame for frame.
+    sample_rate = WavCodec.sample_rate
 
     def __init__(self, cfg: NIEncoderConfig):
         super().__init__()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from l3se.models.heads import frame_padding_mask
 from l3se.models.ni_encoder import NIEncoder, NIOutput
+from l3se.models.s2t import FRAMES_PER_TOKEN
 from l3se.training.plots import plot_layer_weights
 from l3se.training.task import StepOutput, Task, ValOutput
 
@@ -94,7 +95,9 @@ class DistillTask(Task):
         """Clean speech [B, S] -> the student's regression targets."""
         if self.loss_cfg.targets == "fixed_layers":
             states = self.teacher.hidden_states(clean, lengths)
-            pooled = F.avg_pool1d(states[0].transpose(1, 2), kernel_size=4).transpose(1, 2)
+            pooled = F.avg_pool1d(
+                states[0].transpose(1, 2), kernel_size=FRAMES_PER_TOKEN
+            ).transpose(1, 2)
             return Targets(pooled, states[-1])
         out = self.teacher(clean, lengths)
         semantic = out.semantic if self.loss_cfg.targets == "teachers" else None

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from l3se.training.distributed import (
     seed_everything,
     setup,
 )
-from l3se.training.options import OptimConfig, TrainConfig
+from l3se.training.options import OptimConfig, RecipeConfig, TrainConfig
 from l3se.training.schedule import warmup_cosine
 from l3se.training.task import Task
 
@@ -51,7 +52,7 @@ class Trainer:
         collate_fn: Callable[[list], dict],
         val_set: Dataset | None = None,
         optim_d: OptimConfig | None = None,
-        run_config: Any = None,
+        run_config: RecipeConfig | None = None,
         name: str = "train",
     ):
         self.cfg = cfg
@@ -78,6 +79,8 @@ class Trainer:
                 raise ConfigError("this stage trains a discriminator: its config needs optim_d")
             self.optim_cfgs["discriminator"] = optim_d
             self.params["discriminator"] = list(task.discriminator.parameters())
+        elif optim_d is not None:
+            raise ConfigError("optim_d is set but this stage trains no discriminator")
         self.optimizers = {
             k: torch.optim.AdamW(
                 self.params[k], lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
@@ -155,6 +158,9 @@ class Trainer:
                 bar.write(f"interrupted: saving a checkpoint at step {self.step}")
                 self.save_checkpoint()
             raise
+        except BaseException:
+            self._close_writer()
+            raise
         finally:
             bar.close()
         if self.step != self.last_saved:
@@ -166,10 +172,13 @@ class Trainer:
                 self.task.export(self.output_dir / "model")
                 log.info("model saved to %s", self.output_dir / "model")
             barrier(self.env)
+        self._close_writer()
+        return self.step
+
+    def _close_writer(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        return self.step
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -286,15 +295,16 @@ class Trainer:
                 (out.loss / accum).backward()
                 self._accumulate(out.logs, accum)
                 caches.append(out.cache)
-        self._optimizer_step("generator")
-        if disc is not None:
-            for cache in caches:
-                with self._autocast():
-                    out = task.discriminator_step(cache, self.step)
-                (out.loss / accum).backward()
-                self._accumulate(out.logs, accum)
-            self._optimizer_step("discriminator")
-        self.step += 1
+        with _uninterrupted():
+            self._optimizer_step("generator")
+            if disc is not None:
+                for cache in caches:
+                    with self._autocast():
+                        out = task.discriminator_step(cache, self.step)
+                    (out.loss / accum).backward()
+                    self._accumulate(out.logs, accum)
+                self._optimizer_step("discriminator")
+            self.step += 1
         self._window_steps += 1
         elapsed = time.perf_counter() - start
         self._times["step"] += elapsed
@@ -364,6 +374,23 @@ class Trainer:
 
 
 @contextlib.contextmanager
+def _uninterrupted():
+    """Hold Ctrl-C until the block ends, so that a step's updates land whole: a checkpoint saved
+    on interrupt never holds a generator already updated for the step it will redo."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def _frozen(module: nn.Module):
     """No weight gradients for ``module`` (the discriminator during the generator's update);
     gradients still flow through it to its inputs."""
@@ -377,14 +404,20 @@ def _frozen(module: nn.Module):
             p.requires_grad_(flag)
 
 
-def train_stage(
-    task: Task, cfg: Any, name: str, stop_at: int | None = None, optim_d: OptimConfig | None = None
-) -> Path:
+def train_stage(task: Task, cfg: RecipeConfig, name: str, stop_at: int | None = None) -> Path:
     """Fit ``task`` on a recipe config's ``data`` / ``valid`` / ``train`` / ``optim`` sections
-    (mixtures simulated on the fly); returns the run's output directory."""
+    (mixtures simulated on the fly); returns the run's output directory. A task with nothing to
+    train (distill without distillation, Table 3 (a)) is its own result: it is exported as is,
+    and no data is read."""
     from data_sim.dataset import build_dataset, collate
     from l3se.training.distributed import teardown
 
+    output_dir = Path(cfg.train.output_dir)
+    if not task.generator_parameters():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, output_dir / "config.yaml")
+        task.export(output_dir / "model")
+        return output_dir
     trainer = Trainer(
         task,
         cfg.train,
@@ -392,7 +425,7 @@ def train_stage(
         build_dataset(cfg.data),
         collate,
         val_set=build_dataset(cfg.valid) if cfg.valid is not None else None,
-        optim_d=optim_d,
+        optim_d=cfg.optim_d,
         run_config=cfg,
         name=name,
     )
@@ -400,4 +433,4 @@ def train_stage(
         trainer.fit(stop_at=stop_at)
     finally:
         teardown()
-    return trainer.output_dir
+    return output_dir

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from data_sim.dataset import DataConfig
 
 
 @dataclass
@@ -44,3 +46,20 @@ class TrainConfig:
     # Continue from the newest checkpoint in output_dir when there is one.
     resume: bool = True
     progress: bool = True
+
+
+@dataclass
+class RecipeConfig:
+    """The sections every stage's config has (what ``engine.train_stage`` reads); a recipe's
+    config class adds its models, losses and the exported models it starts from."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    valid: DataConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    # The discriminator's optimizer, for a stage that trains one (codec-2).
+    optim_d: OptimConfig | None = None
+
+    def data_sections(self) -> dict[str, DataConfig]:
+        """The data sections in use, by config key (``valid`` may be off)."""
+        return {k: v for k, v in (("data", self.data), ("valid", self.valid)) if v is not None}

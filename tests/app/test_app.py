@@ -16,7 +16,8 @@ import app
 from data_sim.audio import write_audio
 from l3se import enhancer
 from l3se.card import ModelCard, write_card
-from l3se.enhancer import CONFIG_FILE, PARTS, EnhancerConfig
+from l3se.decoding import DecodeConfig
+from l3se.enhancer import CONFIG_FILE, PARTS
 from tests.conftest import speech_like
 
 SR = 16000
@@ -27,17 +28,16 @@ class StandIn:
 
     def __init__(self, path: Path):
         self.path = path
-        self.cfg = EnhancerConfig()
         self.calls: list = []
 
-    def enhance(self, wav, sr, progress=None):
-        from l3se.enhancer import to_mono_16k
+    def enhance(self, wav, sr, progress=None, decode=None):
+        from l3se.enhancer import to_mono
 
-        self.calls.append(self.cfg.decode)
+        self.calls.append(decode)
         for done in (1, 2):
             if progress is not None:
                 progress(done, 2)
-        return 0.5 * to_mono_16k(wav, sr)
+        return 0.5 * to_mono(wav, sr, SR)
 
 
 def fake_model_dir(path: Path) -> Path:
@@ -73,7 +73,7 @@ def test_read_upload_accepts_and_converts(tmp_path):
         (lambda p: write_audio(p, np.zeros(SR * 2, np.float32)), "silent"),
         (lambda p: p.write_text("this is not a sound file\n" * 50), "not audio"),
         (lambda p: p.write_bytes(b""), "is empty"),
-        (lambda p: write_audio(p, 0.3 * np.ones(800, np.float32)), "at least 0.25 s"),
+        (lambda p: write_audio(p, 0.3 * np.ones(800, np.float32)), "at least 0.08 s"),
         (lambda p: write_audio(p, 0.1 * np.ones(SR * 3, np.float32)), "at most 2 s"),
     ],
     ids=["silent", "not-audio", "empty", "too-short", "too-long"],
@@ -186,10 +186,12 @@ def test_decode_config_validation():
     cfg = app.decode_config("sample", 0.7, 0.9, 3)
     assert (cfg.strategy, cfg.temperature, cfg.top_p, cfg.seed) == ("sample", 0.7, 0.9, 3)
     assert app.decode_config("greedy", 1.0, 1.0, None).seed is None
-    with pytest.raises(gr.Error):
-        app.decode_config("beam", 1.0, 1.0, 0)
-    with pytest.raises(gr.Error):
-        app.decode_config("sample", 0.0, 1.0, 0)
+    for bad, message in [(("beam", 1.0, 1.0, 0), "strategy must be 'greedy' or 'sample'"),
+                         (("sample", 0.0, 1.0, 0), "temperature must be above 0"),
+                         (("sample", 1.0, 0.0, 0), "top_p must be in (0, 1]")]:
+        with pytest.raises(gr.Error) as excinfo:
+            app.decode_config(*bad)
+        assert message in error_message(excinfo)
 
 
 def test_enhance_handler_writes_wav(tmp_path):
@@ -214,9 +216,8 @@ def test_enhance_handler_writes_wav(tmp_path):
     assert noisy_img.shape == enhanced_img.shape == (app.SPEC_SIZE[1], app.SPEC_SIZE[0], 3)
     assert (1, 2) in reported and (2, 2) in reported
     (model_obj,) = instances
-    assert model_obj.calls[0].strategy == "sample" and model_obj.calls[0].temperature == 0.7
-    # The cached model keeps its own settings; each request runs on a copy.
-    assert model_obj.cfg.decode.strategy == "greedy"
+    # The cached model is shared: each request passes its own settings.
+    assert model_obj.calls == [DecodeConfig("sample", 0.7, 0, 0.9, 5)]
 
 
 def test_enhance_handler_refuses_bad_model_dir_before_loading(tmp_path, speech):

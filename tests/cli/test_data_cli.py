@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -6,11 +7,18 @@ from data_sim.sources import load_source, write_jsonl
 from l3se.cli import main
 
 
-def test_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "l3se", "--help"], capture_output=True,
+def listed_subcommands(*args: str) -> list[str]:
+    """The subcommand names an ``l3se ... --help`` lists, in order."""
+    out = subprocess.run([sys.executable, "-m", "l3se", *args, "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for cmd in ("data", "recipe"):
-        assert cmd in out
+    section = out.split("positional arguments:\n", 1)[1].split("\n\n", 1)[0]
+    # Subcommands are indented four spaces, each with its help text; wrapped lines deeper.
+    return re.findall(r"^ {4}(\S+) +\S", section, re.M)
+
+
+def test_help_lists_subcommands():
+    assert listed_subcommands() == ["data", "recipe", "train", "enhance", "evaluate", "diagnose"]
+    assert listed_subcommands("train") == ["codec-1", "codec-2", "s2t", "distill", "lm"]
 
 
 def test_summary_on_a_corpus(corpus, capsys):

@@ -1,28 +1,39 @@
 import numpy as np
 import pytest
 
+from data_sim.audio import SAMPLE_RATE, load_audio, write_audio
 from data_sim.mixer import (
     MixConfig,
     Mixer,
+    RirSpectra,
     active_power,
     fit_length,
     mix_at_snr,
     reverberate,
 )
-from data_sim.sources import load_source, read_rir_folder
+from data_sim.sources import AudioItem, load_source, read_rir_folder
 from tests.conftest import speech_like, synthetic_rir
 
 
-def measured_snr(speech, noise):
-    return 10 * np.log10(active_power(speech) / active_power(noise))
+def power_snr(speech, noise):
+    """SNR from mean powers, independent of ``active_power``: for signals without silent frames
+    the two agree."""
+    return 10 * np.log10(np.mean(np.square(speech, dtype=np.float64))
+                         / np.mean(np.square(noise, dtype=np.float64)))
+
+
+def tone(seconds):
+    """A steady voiced sound: harmonics of 150 Hz, no pauses, so every 20 ms frame is active."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 8))).astype(np.float32)
 
 
 @pytest.mark.parametrize("snr", [-5.0, 0.0, 7.5, 20.0])
 def test_mix_at_snr_exact(snr):
-    rng = np.random.default_rng(1)
-    s = speech_like(rng, 4.0)
-    n = rng.standard_normal(len(s)).astype(np.float32)
-    assert abs(measured_snr(s, mix_at_snr(s, n, snr)) - snr) < 0.05
+    s = tone(4.0)
+    s[len(s) // 2 :] = 0  # silence does not count towards the speech power
+    n = np.random.default_rng(1).standard_normal(len(s)).astype(np.float32)
+    assert abs(power_snr(s[: len(s) // 2], mix_at_snr(s, n, snr)) - snr) < 0.01
 
 
 def test_active_power_ignores_silence():
@@ -34,13 +45,12 @@ def test_active_power_ignores_silence():
 def test_mixtures_hit_requested_snr(corpus):
     cfg = MixConfig(snr_range=(-5, 20), p_reverb=0.5)
     mixer = Mixer(cfg, load_source(corpus / "noise"), read_rir_folder(corpus / "rir"))
-    rng = np.random.default_rng(0)
     seen_reverb = set()
     for i in range(30):
-        m = mixer(speech_like(rng, 4.0), np.random.default_rng(i))
+        m = mixer(tone(4.0), np.random.default_rng(i))
         assert m.snr_db is not None and -5 <= m.snr_db <= 20
         # The level gain and clipping protection scale speech and noise alike: SNR survives.
-        assert abs(measured_snr(m.speech, m.noise) - m.snr_db) < 0.5
+        assert abs(power_snr(m.speech, m.noise) - m.snr_db) < 0.01
         assert np.allclose(m.noisy, m.speech + m.noise, atol=1e-5)
         assert max(np.abs(m.noisy).max(), np.abs(m.target).max()) <= cfg.peak_limit + 1e-6
         seen_reverb.add(m.reverb)
@@ -62,7 +72,42 @@ def test_reverb_has_no_delay(target):
         assert tgt is clean
 
 
-def test_early_target_keeps_only_first_50ms():
+@pytest.mark.parametrize("target", ["dry", "early"])
+def test_cached_spectra_equal_direct_convolution(target):
+    rng = np.random.default_rng(4)
+    rir = synthetic_rir(rng, 0.3)
+    d = int(np.argmax(np.abs(rir)))
+    h = rir.astype(np.float64) / rir[d]
+    early_ms = 50.0 if target == "early" else None
+    spectra = RirSpectra.prepare(rir, RirSpectra.fft_size(16000, len(rir)), early_ms)
+    for n in (16000, 12345):  # one spectrum serves every signal that fits
+        clean = rng.standard_normal(n).astype(np.float32)
+        wet, tgt = spectra.apply(clean)
+        np.testing.assert_allclose(wet, np.convolve(clean, h)[d : d + n], atol=1e-4)
+        ref = clean if early_ms is None else np.convolve(clean, h[: d + 801])[d : d + n]
+        np.testing.assert_allclose(tgt, ref, atol=1e-4)
+    with pytest.raises(ValueError, match="do not fit"):
+        spectra.apply(np.zeros(spectra.nfft - len(rir) + 2, np.float32))
+
+
+def test_mixer_reverb_equals_direct_convolution(tmp_path):
+    rng = np.random.default_rng(5)
+    write_audio(tmp_path / "rir.wav", synthetic_rir(rng, 0.3))
+    rir = load_audio(tmp_path / "rir.wav").astype(np.float64)
+    d = int(np.argmax(np.abs(rir)))
+    mixer = Mixer(MixConfig(p_noise=0.0, p_reverb=1.0), rirs=[AudioItem("r", str(tmp_path / "rir.wav"))])
+    lengths = (16000, 15900)
+    assert len({RirSpectra.fft_size(n, len(rir)) for n in lengths}) == 1  # the second reuses it
+    for n in lengths:
+        clean = rng.standard_normal(n).astype(np.float32)
+        m = mixer(clean, np.random.default_rng(n))
+        gain = np.dot(m.target, clean) / np.dot(clean, clean)  # the dry target is clean * gain
+        np.testing.assert_allclose(m.speech / gain, np.convolve(clean, rir / rir[d])[d : d + n],
+                                   atol=1e-4)
+    assert sum(isinstance(v, RirSpectra) for v in mixer._cache.values()) == 1
+
+
+
     impulse = np.zeros(16000, np.float32)
     impulse[1000] = 1.0
     rir = synthetic_rir(np.random.default_rng(0), 0.5)

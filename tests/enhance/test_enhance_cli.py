@@ -8,8 +8,10 @@ import pytest
 import soundfile as sf
 
 from data_sim.audio import write_audio
+from l3se import decoding
 from l3se.card import ModelCard, write_card
 from l3se.cli import main
+from l3se.decoding import DecodeConfig
 from l3se.enhance_corpus import (
     InputError,
     enhance_corpus,
@@ -19,6 +21,7 @@ from l3se.enhance_corpus import (
     plan_jobs,
     shard,
 )
+from l3se.enhancer import EnhancerConfig
 from tests.conftest import speech_like
 from tests.enhance.tiny_model import make_tiny_model_dir
 
@@ -29,20 +32,29 @@ class Halver:
     """A stand-in enhancer: output = input / 2; records what it was given; optionally fails on
     inputs of some lengths or stops the run after a number of batches."""
 
-    def __init__(self, batch_size=2, fail_lengths=(), stop_after=None):
-        self.cfg = type("Cfg", (), {"batch_size": batch_size})()
+    sample_rate = SR
+
+    def __init__(self, chunks_per_batch=2, fail_lengths=(), stop_after=None):
+        self.cfg = EnhancerConfig(chunks_per_batch=chunks_per_batch)
         self.seen: list[int] = []
+        self.settings: list[dict] = []
+        self.batch_sizes: list[int] = []
         self.fail_lengths = set(fail_lengths)
         self.stop_after = stop_after
         self.batches = 0
 
-    def enhance_batch(self, items):
+    def check_mode(self, mode):
+        pass
+
+    def enhance_batch(self, items, **settings):
         if self.stop_after is not None and self.batches == self.stop_after:
             raise KeyboardInterrupt
         self.batches += 1
         if any(len(w) in self.fail_lengths for w, _ in items):
             raise RuntimeError("model exploded")
         self.seen += [len(w) for w, _ in items]
+        self.batch_sizes.append(len(items))
+        self.settings.append(settings)
         return [w / 2 for w, _ in items]
 
 
@@ -126,7 +138,7 @@ def test_bad_files_are_reported_and_the_rest_written(tree, model_dir, tmp_path, 
 
 
 def test_failures_do_not_stop_the_run(tree, tmp_path):
-    fake = Halver(batch_size=3, fail_lengths={20800})
+    fake = Halver(chunks_per_batch=3, fail_lengths={20800})
     report = enhance_corpus(tree, tmp_path / "out", fake, progress=False)
     status = {f["id"]: f["status"] for f in report["files"]}
     assert status == {"a": "ok", "sub/b": "failed", "sub/deep/c": "ok"}
@@ -141,11 +153,11 @@ def test_resume_after_interruption(tree, tmp_path):
     stale = out / "sub" / ".b.wav.abc123.part"  # what a killed write leaves
     stale.write_bytes(b"half")
     with pytest.raises(KeyboardInterrupt):
-        enhance_corpus(tree, out, Halver(batch_size=1, stop_after=1), progress=False)
+        enhance_corpus(tree, out, Halver(stop_after=1), progress=False, files_per_batch=1)
     done = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
     assert done == ["sub/b.wav"]  # longest first, then stopped
     assert not leftovers(out)
-    fake = Halver(batch_size=1)
+    fake = Halver(chunks_per_batch=1)
     report = enhance_corpus(tree, out, fake, progress=False)
     assert sorted(fake.seen) == [16000, 17600]  # the finished file is not redone
     assert [f["reason"] for f in report["files"]] == [None, "exists", None]
@@ -240,7 +252,9 @@ def test_user_mistakes_are_one_line_errors(tree, model_dir, tmp_path, capsys):
         ([str(tmp_path / "nope"), str(tmp_path / "o")], "input not found"),
         ([str(tree), str(tree / "sub" / "out")], "inside the input folder"),
         ([str(tree), str(tmp_path / "o"), "--batch-size", "0"], "--batch-size"),
-        ([str(tree), str(tmp_path / "o"), "--top-p", "1.5"], "--top-p"),
+        ([str(tree), str(tmp_path / "o"), "--top-p", "1.5"], "--top-p: top_p must be in (0, 1]"),
+        ([str(tree), str(tmp_path / "o"), "--temperature", "0"],
+         "--temperature: temperature must be above 0"),
         ([str(tree / "notes.txt"), str(tmp_path / "o")], "expected an audio file"),
         ([str(tree / "a.wav"), str(tmp_path / "o.mp3")], "give a .wav file or a folder"),
         ([str(tree / "a.wav"), str(tree / "a.wav")], "overwrite the input"),
@@ -287,3 +301,40 @@ def test_the_model_card_is_announced_before_enhancing(tree, model_dir, tmp_path,
     caplog.clear()
     enhance_corpus(tree / "a.wav", tmp_path / "b.wav", carded, progress=False)
     assert not caplog.records
+
+
+def test_batch_sizes_and_settings_reach_the_model(tree, tmp_path):
+    fake = Halver(chunks_per_batch=2)
+    enhance_corpus(tree, tmp_path / "a", fake, progress=False)
+    assert fake.batch_sizes == [2, 1]  # files per batch: the model's chunks per batch
+    assert fake.settings[0] == {"decode": DecodeConfig(), "mode": "lm", "chunks_per_batch": 2}
+    fake = Halver(chunks_per_batch=2)
+    enhance_corpus(tree, tmp_path / "b", fake, progress=False, files_per_batch=3,
+                   chunks_per_batch=5, decode={"top_k": 4}, mode="direct")
+    assert fake.settings == [{"decode": DecodeConfig(top_k=4), "mode": "direct",
+                              "chunks_per_batch": 5}]
+    assert fake.cfg == EnhancerConfig(chunks_per_batch=2)
+    with pytest.raises(InputError, match="top_p must be in"):
+        enhance_corpus(tree, tmp_path / "c", fake, progress=False, decode={"top_p": 0.0})
+    with pytest.raises(InputError, match="files_per_batch must be at least 1"):
+        enhance_corpus(tree, tmp_path / "c", fake, progress=False, files_per_batch=0)
+
+
+def test_decoding_options_reach_generate(tree, model_dir, tmp_path, monkeypatch):
+    """`l3se enhance --strategy ... --seed` must decode with exactly those settings, and they
+    must change the output."""
+    used = []
+    generate = decoding.generate
+    monkeypatch.setattr(decoding, "generate",
+                        lambda lm, prefix, lengths, cfg, seeds=None:
+                        used.append(cfg) or generate(lm, prefix, lengths, cfg, seeds))
+    outs = {}
+    for name, flags in {"greedy": [], "sampled": ["--strategy", "sample", "--temperature", "1.5",
+                                                  "--top-k", "20", "--top-p", "0.9",
+                                                  "--seed", "3"]}.items():
+        outs[name] = tmp_path / f"{name}.wav"
+        assert main(["enhance", str(tree / "a.wav"), str(outs[name]), "--model", str(model_dir),
+                     "--no-progress", *flags]) == 0
+    assert used == [DecodeConfig(), DecodeConfig("sample", 1.5, 20, 0.9, 3)]
+    greedy, sampled = (sf.read(outs[n], dtype="float32")[0] for n in ("greedy", "sampled"))
+    assert np.abs(greedy - sampled).max() > 1e-3

@@ -1,18 +1,23 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from data_sim.audio import resample
 from l3se import enhancer as enhancer_mod
+from l3se.config import ConfigError
+from l3se.decoding import DecodeConfig
 from l3se.enhancer import (
-    FRAME_LENGTH,
+    CONFIG_FILE,
     Enhancer,
     EnhancerConfig,
     check_model_dir,
     crossfade,
     item_seed,
     plan_chunks,
-    to_mono_16k,
+    read_config,
+    to_mono,
 )
 from l3se.models.codec import WavCodec
 from l3se.models.llm import LLMConfig
@@ -23,6 +28,9 @@ from tests.enhance.tiny_model import DIM, TINY_LLM, make_tiny_model_dir
 from tests.models.tiny import tiny_codec_config
 
 SR = 16000
+# Samples per codec frame of the tiny model, as of every l3se model at 16 kHz.
+FRAME_LENGTH = 1280
+SAMPLE = DecodeConfig(strategy="sample", temperature=1.0, seed=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,6 +55,7 @@ def noisy(seconds: float, seed: int = 0) -> np.ndarray:
 
 def test_loads_on_cpu_in_fp32(enh):
     assert enh.device.type == "cpu" and enh.dtype == torch.float32
+    assert (enh.sample_rate, enh.frame_length) == (SR, FRAME_LENGTH)
     assert not enh.lm.training and not enh.ni_encoder.training
     # The codec's own encoder is not needed to decode and is dropped.
     assert not hasattr(enh.codec, "ssl") and hasattr(enh.codec, "decoder")
@@ -87,14 +96,14 @@ def test_bad_inputs_are_value_errors(enh):
     with pytest.raises(ValueError, match="NaN"):
         enh.enhance(np.full(2000, np.nan, np.float32), SR)
     with pytest.raises(ValueError, match="shape"):
-        to_mono_16k(np.zeros((1, 2, 100), np.float32), SR)
+        to_mono(np.zeros((1, 2, 100), np.float32), SR, SR)
 
 
 @pytest.mark.parametrize("n", [1, 9 * FRAME_LENGTH, 9 * FRAME_LENGTH + 1, 50_000, 123_457])
 @pytest.mark.parametrize("chunk,overlap", [(8, 2), (8, 4), (4, 0), (3, 1)])
 def test_chunk_plan(n, chunk, overlap):
     chunk, overlap = chunk * FRAME_LENGTH, overlap * FRAME_LENGTH
-    spans = plan_chunks(n, chunk, overlap)
+    spans = plan_chunks(n, chunk, overlap, FRAME_LENGTH)
     assert spans[0][0] == 0 and spans[-1][1] == n
     assert all(a % FRAME_LENGTH == 0 and 0 < b - a <= chunk for a, b in spans)
     for (a0, b0), (a1, _) in zip(spans, spans[1:]):
@@ -108,16 +117,16 @@ def test_chunk_plan(n, chunk, overlap):
 
 def test_chunk_plan_rejects_bad_settings():
     with pytest.raises(ValueError, match="multiples"):
-        plan_chunks(10_000, 1000, 0)
+        plan_chunks(10_000, 1000, 0, FRAME_LENGTH)
     with pytest.raises(ValueError, match="overlap"):
-        plan_chunks(10_000, 2 * FRAME_LENGTH, 2 * FRAME_LENGTH)
+        plan_chunks(10_000, 2 * FRAME_LENGTH, 2 * FRAME_LENGTH, FRAME_LENGTH)
 
 
 def test_crossfade_is_seamless_on_smooth_signals():
     n, chunk, overlap = 40_000, 8 * FRAME_LENGTH, 2 * FRAME_LENGTH
     t = torch.arange(n) / SR
     x = torch.sin(2 * torch.pi * 3 * t)
-    spans = plan_chunks(n, chunk, overlap)
+    spans = plan_chunks(n, chunk, overlap, FRAME_LENGTH)
     assert len(spans) > 3
     # Chunks that agree come back exactly.
     torch.testing.assert_close(crossfade([x[a:b] for a, b in spans], spans, overlap), x)
@@ -141,7 +150,7 @@ def test_long_inputs_are_chunked(model_dir):
     x = noisy(2.5, seed=3)
     calls = []
     y = enh.enhance(x, SR, progress=lambda done, total: calls.append((done, total)))
-    spans = plan_chunks(len(x), enh.chunk_samples, enh.overlap_samples)
+    spans = plan_chunks(len(x), enh.chunk_samples, enh.overlap_samples, FRAME_LENGTH)
     assert y.shape == x.shape and len(spans) == 5
     assert calls[-1] == (5, 5) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     # Away from the overlaps the output is the chunk's own enhancement.
@@ -162,15 +171,39 @@ def test_long_inputs_are_chunked(model_dir):
     assert steps[overlaps].mean() <= 1.5 * steps[~overlaps].mean()
 
 
-def test_seeded_sampling(model_dir):
+def test_seeded_sampling(model_dir, enh):
     x = noisy(1.0, seed=4)
-    sample = {"strategy": "sample", "temperature": 1.0, "seed": 3}
-    a = Enhancer.from_pretrained(model_dir, device="cpu", decode=sample).enhance(x, SR)
-    b = Enhancer.from_pretrained(model_dir, device="cpu", decode=sample).enhance(x, SR)
-    c = Enhancer.from_pretrained(model_dir, device="cpu", decode={**sample, "seed": 4})
+    a = enh.enhance(x, SR, decode=SAMPLE)
+    b = Enhancer.from_pretrained(model_dir, device="cpu").enhance(x, SR, decode=SAMPLE)
     np.testing.assert_array_equal(a, b)
-    assert np.abs(a - c.enhance(x, SR)).max() > 1e-3
-    assert c.cfg.decode.strategy == "sample" and c.cfg.decode.top_k == 0
+    assert np.abs(a - enh.enhance(x, SR, decode=replace(SAMPLE, seed=4))).max() > 1e-3
+    assert np.abs(a - enh.enhance(x, SR)).max() > 1e-3
+
+
+def test_per_call_settings_leave_the_model_as_loaded(model_dir, enh, monkeypatch):
+    saved = read_config(model_dir)
+    sizes = []
+    run = Enhancer.enhance_tensor
+    monkeypatch.setattr(Enhancer, "enhance_tensor",
+                        lambda self, wavs, **kw: sizes.append(len(wavs)) or run(self, wavs, **kw))
+    items = [(noisy(0.5, seed=s), SR) for s in range(5)]
+    enh.enhance_batch(items, decode=SAMPLE, mode="direct", chunks_per_batch=2)
+    assert sizes == [2, 2, 1]
+    sizes.clear()
+    enh.enhance_batch(items)
+    assert sizes == [5] and saved.chunks_per_batch == 8
+    assert enh.cfg == saved
+    with pytest.raises(ValueError, match="chunks_per_batch"):
+        enh.enhance_batch(items, chunks_per_batch=0)
+
+
+def test_a_model_saved_with_batch_size_still_loads(tmp_path):
+    """Model directories written before the setting was named chunks_per_batch."""
+    (tmp_path / CONFIG_FILE).write_text("mode: lm\nbatch_size: 3\n")
+    assert read_config(tmp_path).chunks_per_batch == 3
+    (tmp_path / CONFIG_FILE).write_text("decode:\n  top_p: 0\n")
+    with pytest.raises(ConfigError, match="top_p must be in"):
+        read_config(tmp_path)
 
 
 def test_model_dir_errors(tmp_path, model_dir, monkeypatch):
@@ -196,31 +229,29 @@ def test_item_seeds_follow_the_audio_and_the_base_seed():
     assert 0 <= item_seed(0, a) < 2**63
 
 
-def test_sampling_follows_each_file_not_its_batch(model_dir):
-    sample = {"strategy": "sample", "temperature": 1.0, "seed": 0}
-    enh = Enhancer.from_pretrained(model_dir, device="cpu", decode=sample)
+def test_sampling_follows_each_file_not_its_batch(enh):
     x, y = noisy(1.2, seed=7), noisy(1.2, seed=8)[:18000]  # the same codec frame count
-    out = enh.enhance_batch([(x, SR), (y, SR), (x, SR)])
+    out = enh.enhance_batch([(x, SR), (y, SR), (x, SR)], decode=SAMPLE)
     # One generator for the batch gave the two copies of x different draws.
     np.testing.assert_array_equal(out[0], out[2])
     assert np.abs(out[0][: len(y)] - out[1]).max() > 1e-3
-    for w, o in zip((y, x), enh.enhance_batch([(y, SR), (x, SR)])):
-        np.testing.assert_allclose(o, enh.enhance(w, SR), atol=1e-5)
-    np.testing.assert_allclose(out[0], enh.enhance(x, SR), atol=1e-5)
-    np.testing.assert_allclose(out[1], enh.enhance(y, SR), atol=1e-5)
+    for w, o in zip((y, x), enh.enhance_batch([(y, SR), (x, SR)], decode=SAMPLE)):
+        np.testing.assert_allclose(o, enh.enhance(w, SR, decode=SAMPLE), atol=1e-5)
+    np.testing.assert_allclose(out[0], enh.enhance(x, SR, decode=SAMPLE), atol=1e-5)
+    np.testing.assert_allclose(out[1], enh.enhance(y, SR, decode=SAMPLE), atol=1e-5)
 
 
 def test_a_deaf_lm_still_gives_each_file_its_own_draws(model_dir):
     """Issue 14: an LM that ignores its prefix sampled the same codes for every file of a length
     when all files shared one seed."""
-    sample = {"strategy": "sample", "temperature": 1.0, "seed": 0}
-    enh = Enhancer.from_pretrained(model_dir, device="cpu", decode=sample)
+    enh = Enhancer.from_pretrained(model_dir, device="cpu")
     for adapter in (enh.lm.acoustic_adapter, enh.lm.semantic_adapter):
         torch.nn.init.zeros_(adapter.net[-1].weight)
         torch.nn.init.zeros_(adapter.net[-1].bias)
     x, y = noisy(0.8, seed=12), noisy(0.8, seed=13)
-    assert np.abs(enh.enhance(x, SR) - enh.enhance(y, SR)).max() > 1e-3
-    np.testing.assert_array_equal(enh.enhance(x, SR), enh.enhance(x, SR))
+    out_x = enh.enhance(x, SR, decode=SAMPLE)
+    assert np.abs(out_x - enh.enhance(y, SR, decode=SAMPLE)).max() > 1e-3
+    np.testing.assert_array_equal(out_x, enh.enhance(x, SR, decode=SAMPLE))
 
 
 def codec_as_encoder():
@@ -248,23 +279,21 @@ def test_direct_mode_is_the_codec_resynthesis_of_its_encoder():
     np.testing.assert_allclose(y, resynth.numpy(), atol=1e-5)
 
 
-def test_direct_mode(model_dir, enh):
-    direct = Enhancer.from_pretrained(model_dir, device="cpu", mode="direct")
-    assert direct.cfg.mode == "direct" and enh.cfg.mode == "lm"
+def test_direct_mode(enh):
     x, other = noisy(1.3, seed=10), noisy(1.3, seed=11)
-    y = direct.enhance(x, SR)
+    y = enh.enhance(x, SR, mode="direct")
     assert y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() > 0
-    np.testing.assert_array_equal(y, direct.enhance(x, SR))
+    np.testing.assert_array_equal(y, enh.enhance(x, SR, mode="direct"))
     assert np.abs(y - enh.enhance(x, SR)).max() > 1e-3
-    assert np.abs(y - direct.enhance(other, SR)).max() > 1e-3
-    batched = direct.enhance_batch([(x[:5000], SR), (x, SR)])
+    assert np.abs(y - enh.enhance(other, SR, mode="direct")).max() > 1e-3
+    batched = enh.enhance_batch([(x[:5000], SR), (x, SR)], mode="direct")
     assert batched[0].shape == (5000,)
     np.testing.assert_allclose(batched[1], y, atol=1e-5)
 
 
-def test_bad_modes_are_value_errors(model_dir):
+def test_bad_modes_are_value_errors(enh):
     with pytest.raises(ValueError, match="unknown mode 'beam'"):
-        Enhancer.from_pretrained(model_dir, device="cpu", mode="beam")
+        enh.enhance(noisy(0.2), SR, mode="beam")
     _, ni, lm = codec_as_encoder()
     other_codec = WavCodec(tiny_codec_config(dim=2 * DIM))
     with pytest.raises(ValueError, match="no such path"):

@@ -1,4 +1,6 @@
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -42,6 +44,15 @@ def test_user_mistakes_are_one_line_errors(argv, message, tmp_path, speech):
     write_audio(tmp_path / "a.wav", speech[0][1])  # a plain folder: no noisy files
     with pytest.raises(UserError, match=message):
         _run(["--ref", str(tmp_path), *argv])
+
+
+def test_skips_reach_the_user(tmp_path, speech):
+    """Through the real entry point, whose logging setup shows the library's skip lines."""
+    write_audio(tmp_path / "outs" / "a.wav", speech[0][1])
+    run = subprocess.run([sys.executable, "-m", "l3se", "evaluate", "--system", f"same={tmp_path / 'outs'}",
+                          "--metrics", "sisdr", "--no-progress"], capture_output=True, text=True, check=True)
+    assert "skipped: sisdr (no reference audio)" in run.stderr
+    assert run.stdout.split() == ["system", "same"]
 
 
 def test_list_metrics(capsys):

@@ -2,13 +2,14 @@
 saved to a folder and loaded by path, exactly as a user's local checkpoint would be."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 import transformers as tf
 
-from l3se.evaluation import evaluate
+from l3se.evaluation import evaluate, runner
 from l3se.evaluation.base import Pair
 from l3se.evaluation.registry import build_metrics
 
@@ -122,20 +123,23 @@ def test_different_signals_score_lower(metrics, speech):
     assert metrics["lps"].score(pair)["lps"] < 1.0
 
 
-def test_absent_model_prints_one_skip_line(tmp_path, evalset, capsys):
-    res = evaluate(evalset, {"clean": None}, metrics="sisdr,sbs",
-                   models={"sbs": str(tmp_path / "no-such-model")}, progress=False)
+def test_absent_model_logs_one_skip_line(tmp_path, evalset, caplog):
+    with caplog.at_level(logging.WARNING, logger="l3se.evaluation"):
+        res = evaluate(evalset, {"clean": None}, metrics="sisdr,sbs",
+                       models={"sbs": str(tmp_path / "no-such-model")}, progress=False)
     line = f"skipped: sbs ({tmp_path / 'no-such-model'} not available)"
-    assert capsys.readouterr().err.splitlines().count(line) == 1
+    assert [r.getMessage() for r in caplog.records].count(line) == 1
     assert res.metrics == ["sisdr"] and res.skipped == [line]
 
 
-def test_absent_hub_model_is_skipped_in_workers_too(tmp_path, evalset, capsys, monkeypatch):
+def test_absent_hub_model_is_skipped_in_workers_too(tmp_path, evalset, caplog, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    res = evaluate(evalset, {"clean": None}, metrics="utmos,lps", progress=False, workers=2)
+    with caplog.at_level(logging.WARNING, logger="l3se.evaluation"):
+        res = evaluate(evalset, {"clean": None}, metrics="utmos,lps", progress=False, workers=2)
     assert res.skipped == ["skipped: utmos (tarepan/SpeechMOS:v1.2.0 not available)",
                            "skipped: lps (facebook/wav2vec2-lv-60-espeak-cv-ft not available)"]
+    assert [r.getMessage() for r in caplog.records if r.name == runner.__name__] == res.skipped
     assert res.rows and res.metrics == []
 
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from l3se.evaluation.registry import SPECS, WER_METRICS
 from l3se.evaluation.report import aggregate
 
 
@@ -38,3 +39,9 @@ def test_single_and_empty_groups():
     assert one["value"] == 25.0 and math.isnan(one["ci95"])
     none = aggregate([], "wer")
     assert none["n"] == 0 and math.isnan(none["value"]) and math.isnan(none["mean"])
+
+
+def test_every_error_rate_metric_fills_what_its_corpus_rate_is_made_of():
+    assert {"wer", "dwer", "wer_cv", "per_cv", "wer_whisper", "dwer_whisper"} == set(WER_METRICS)
+    for name in WER_METRICS:
+        assert {name, f"{name}_errors", f"{name}_words"} <= set(SPECS[name].columns), name

@@ -1,5 +1,6 @@
 import csv
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -23,7 +24,7 @@ def enhanced(tmp_path, evalset):
     return out
 
 
-def test_full_offline_run_writes_reports(tmp_path, evalset, enhanced, capsys):
+def test_full_offline_run_writes_reports(tmp_path, evalset, enhanced):
     report = tmp_path / "report"
     res = evaluate(evalset, {"clean": None, "enh": str(enhanced)}, out_dir=report, progress=False)
     assert res.metrics == ["dnsmos", "pesq", "stoi", "estoi", "sisdr", "wer", "dwer", "wer_cv",
@@ -68,8 +69,8 @@ def test_resume_computes_only_what_is_missing(tmp_path, evalset, monkeypatch):
     calls = []
     real = runner._score_task
 
-    def spy(item, jobs, metrics=None):
-        calls.append((item.uid, [names for _, _, names in jobs]))
+    def spy(item, jobs, metrics):
+        calls.append((item.uid, [job.metrics for job in jobs]))
         return real(item, jobs, metrics)
 
     monkeypatch.setattr(runner, "_score_task", spy)
@@ -85,10 +86,15 @@ def test_resume_computes_only_what_is_missing(tmp_path, evalset, monkeypatch):
 def test_parallel_workers_match_in_process(tmp_path, evalset):
     one = evaluate(evalset, {"noisy": None}, metrics="sisdr,stoi", progress=False)
     two = evaluate(evalset, {"noisy": None}, metrics="sisdr,stoi", workers=2, progress=False)
-    assert [r["sisdr"] for r in two.rows] == pytest.approx([r["sisdr"] for r in one.rows])
+    assert one.columns == two.columns == ["sisdr", "stoi"]
+    assert [(r["system"], r["id"]) for r in two.rows] == [(r["system"], r["id"]) for r in one.rows]
+    for column in one.columns:
+        values = [r[column] for r in one.rows]
+        assert all(np.isfinite(values)), column
+        assert [r[column] for r in two.rows] == pytest.approx(values), column
 
 
-def test_folder_reference_and_no_reference(tmp_path, evalset):
+def test_folder_reference_and_no_reference(tmp_path, evalset, caplog):
     refs = tmp_path / "refs"
     shutil.copytree(evalset.parent / "general" / "clean", refs)
     (refs / "utt0.txt").write_text("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG")
@@ -99,8 +105,10 @@ def test_folder_reference_and_no_reference(tmp_path, evalset):
     floor = [r for r in res.rows if r["system"] == "floor"]
     assert [(r["id"], r["wer"]) for r in floor] == [("utt0", 0)]  # only files with a transcript
 
-    res = evaluate(None, {"same": str(refs)}, metrics="dnsmos,pesq", progress=False)
+    with caplog.at_level(logging.WARNING, logger="l3se.evaluation"):
+        res = evaluate(None, {"same": str(refs)}, metrics="dnsmos,pesq", progress=False)
     assert res.metrics == ["dnsmos"] and res.skipped == ["skipped: pesq (no reference audio)"]
+    assert [r.getMessage() for r in caplog.records if r.name == runner.__name__] == res.skipped
 
 
 def test_unreadable_output_is_reported_not_fatal(tmp_path, evalset):

@@ -1,10 +1,13 @@
 import math
+import os
+import signal
 
 import pytest
 import torch
 
 from data_sim.dataset import collate
 from l3se.models.codec import WavCodec
+from l3se.models.discriminators import Discriminator, DiscriminatorConfig
 from l3se.training.checkpoint import CheckpointError, list_checkpoints
 from l3se.training.codec_task import CodecTask
 from l3se.training.distributed import seed_everything
@@ -15,9 +18,10 @@ from tests.models.tiny import tiny_codec_config
 from tests.training.synthetic import SyntheticSpeech
 
 
-def make_trainer(out, max_steps=3, seconds=0.16, n=4, val=False, **train):
+def make_trainer(out, max_steps=3, seconds=0.16, n=4, val=False, gan=False, **train):
     seed_everything(0)
-    task = CodecTask(WavCodec(tiny_codec_config()))
+    disc = Discriminator(DiscriminatorConfig(periods=[2], fft_sizes=[512])) if gan else None
+    task = CodecTask(WavCodec(tiny_codec_config()), discriminator=disc)
     cfg = TrainConfig(
         output_dir=str(out), max_steps=max_steps, batch_size=2, num_workers=0, log_every=1,
         val_every=1000, ckpt_every=1000, progress=False, **train,
@@ -25,11 +29,16 @@ def make_trainer(out, max_steps=3, seconds=0.16, n=4, val=False, **train):
     optim = OptimConfig(lr=1e-3, min_lr=1e-5, warmup_steps=2)
     data = SyntheticSpeech(n=n, seconds=seconds)
     val_set = SyntheticSpeech(n=2, seconds=seconds, seed=1) if val else None
-    return Trainer(task, cfg, optim, data, collate, val_set=val_set)
+    return Trainer(task, cfg, optim, data, collate, val_set=val_set, optim_d=optim if gan else None)
 
 
 def params(trainer):
     return {k: v.clone() for k, v in trainer.task.state_dict().items()}
+
+
+def weights(module):
+    """Trainable weights only: buffers (codebook usage) change on every forward."""
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
 
 
 def test_warmup_cosine():
@@ -131,3 +140,117 @@ def test_overfits_one_utterance(tmp_path):
     assert after["mel"] <= before["mel"] / 2
     assert after["lsd"] < before["lsd"] - 5
     assert math.isfinite(after["si_sdr"])
+
+
+def test_a_non_finite_gradient_skips_the_update(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=3, resume=False)
+    training_step = trainer.task.training_step
+
+    def poisoned(batch, step):
+        out = training_step(batch, step)
+        if step == 1:
+            out.loss = out.loss * float("nan")
+        return out
+
+    trainer.task.training_step = poisoned
+    trainer.fit(stop_at=1)
+    before = weights(trainer.task)
+    adam = trainer.optimizers["generator"]
+    moments = {id(p): {k: v.clone() for k, v in adam.state[p].items()} for p in adam.state}
+    trainer.fit(stop_at=2)
+    assert trainer.skipped_steps == 1
+    for k, v in weights(trainer.task).items():
+        assert torch.equal(v, before[k]), k
+    for p in adam.state:
+        for k, v in adam.state[p].items():
+            assert torch.equal(v, moments[id(p)][k]), k
+    # The NaN gradients are dropped with the update: the next step trains normally.
+    assert trainer.fit() == 3 and trainer.skipped_steps == 1
+    after = weights(trainer.task)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+
+
+def test_an_interrupt_saves_a_checkpoint_that_resume_continues(tmp_path):
+    full = make_trainer(tmp_path / "full", max_steps=4, grad_accum=2)
+    full.fit()
+
+    interrupted = make_trainer(tmp_path / "run", max_steps=4, grad_accum=2)
+    training_step = interrupted.task.training_step
+
+    def interrupt(batch, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return training_step(batch, step)
+
+    interrupted.task.training_step = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_00000002"]
+    assert not (tmp_path / "run" / "model").exists()
+
+    resumed = make_trainer(tmp_path / "run", max_steps=4, grad_accum=2)
+    assert resumed.fit() == 4
+    a, b = params(full), params(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_ctrl_c_between_the_generator_and_discriminator_updates_finishes_the_step(tmp_path):
+    # A real SIGINT after the generator's update: stopping there would save a generator already
+    # updated for a step that resume redoes. The engine holds the signal until the step is whole.
+    full = make_trainer(tmp_path / "full", max_steps=3, gan=True)
+    full.fit()
+
+    interrupted = make_trainer(tmp_path / "run", max_steps=3, gan=True)
+    discriminator_step = interrupted.task.discriminator_step
+
+    def ctrl_c(cache, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return discriminator_step(cache, step)
+
+    interrupted.task.discriminator_step = ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_00000002"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    resumed = make_trainer(tmp_path / "run", max_steps=3, gan=True)
+    assert resumed.fit() == 3
+    a, b = params(full), params(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+def test_gan_step_with_gradient_accumulation(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=2, gan=True, grad_accum=2)
+    task = trainer.task
+    disc = list(task.discriminator.parameters())
+    generator = trainer.params["generator"]
+    seen = {"generator": [], "discriminator": [], "caches": 0}
+    for name, params_of_the_other in (("generator", disc), ("discriminator", generator)):
+        opt = trainer.optimizers[name]
+
+        def step(opt_step=opt.step, name=name, others=params_of_the_other):
+            # What each update sees: its own gradients, none of the other network's.
+            seen[name].append((all(p.grad is None for p in others),
+                               any(p.grad is not None for p in trainer.params[name])))
+            opt_step()
+
+        opt.step = step
+    discriminator_step = task.discriminator_step
+
+    def count(cache, step):
+        seen["caches"] += 1
+        return discriminator_step(cache, step)
+
+    task.discriminator_step = count
+    disc_before, gen_before = weights(task.discriminator), weights(task.codec)
+    assert trainer.fit() == 2
+    assert seen["generator"] == seen["discriminator"] == [(True, True)] * 2
+    assert seen["caches"] == 4  # every micro-batch's fakes reach the discriminator
+    assert all(p.requires_grad for p in disc)
+    for before, module in ((disc_before, task.discriminator), (gen_before, task.codec)):
+        after = weights(module)
+        moved = sum(not torch.equal(after[k], before[k]) for k in before)
+        assert moved > len(before) / 2, (moved, len(before))

@@ -12,7 +12,8 @@ from l3se.models.lm import SpeechLM
 from l3se.models.ni_encoder import NIEncoder, NIEncoderConfig
 from l3se.models.ssl import SSLConfig
 from l3se.training.lm_task import LMTask
-from recipes.train_lm import LMRecipeConfig, build_task, run
+from recipes.stages import run_stage
+from recipes.train_lm import LMRecipeConfig, build_task
 from tests.models.tiny import tiny_codec_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs" / "lm"
@@ -76,7 +77,7 @@ def test_configs_load(name):
 def test_train_export_and_resume(corpus, parts, tmp_path):
     out = tmp_path / "run"
     args = overrides(corpus, parts, out, "train.max_steps=3")
-    assert run("lm", CONFIGS / "tiny.yaml", args, stop_at=2) == out
+    assert run_stage("lm", CONFIGS / "tiny.yaml", args, stop_at=2) == out
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step_00000002"
     assert not (out / "model").exists()
     # Resumes at step 2 and finishes at max_steps with an export.
@@ -97,8 +98,8 @@ def test_train_export_and_resume(corpus, parts, tmp_path):
             assert torch.equal(a, b), name
     assert list((out / "tb").iterdir())
     # Resuming is exact: an uninterrupted run ends with the same LM.
-    straight = run("lm", CONFIGS / "tiny.yaml", overrides(corpus, parts, tmp_path / "straight",
-                                                          "train.max_steps=3"))
+    straight_args = overrides(corpus, parts, tmp_path / "straight", "train.max_steps=3")
+    straight = run_stage("lm", CONFIGS / "tiny.yaml", straight_args)
     again = SpeechLM.from_pretrained(straight / "model" / "lm")
     for (name, a), b in zip(lm.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
@@ -106,7 +107,7 @@ def test_train_export_and_resume(corpus, parts, tmp_path):
 
 def test_task_keeps_frozen_parts_frozen(corpus, parts, tmp_path):
     cfg = load_config(LMRecipeConfig, CONFIGS / "tiny.yaml", overrides(corpus, parts, tmp_path))
-    task = build_task(cfg)
+    task = build_task("lm", cfg)
     assert isinstance(task, LMTask)
     task.train()
     assert task.lm.training and not task.ni_encoder.training and not task.codec.training
@@ -134,10 +135,10 @@ def test_user_errors(corpus, parts, tmp_path, capsys):
     ]
     for extra, message in cases:
         with pytest.raises(ConfigError, match=message.replace("`", ".")):
-            build_task(load_config(LMRecipeConfig, CONFIGS / "tiny.yaml", [*base, *extra]))
+            build_task("lm", load_config(LMRecipeConfig, CONFIGS / "tiny.yaml", [*base, *extra]))
     # The acoustic-only encoder works with an acoustic prefix.
     cfg = load_config(LMRecipeConfig, CONFIGS / "tiny.yaml",
                       [*base, f"ni_encoder={parts / 'ni_acoustic'}", "lm.prefix=acoustic"])
-    assert build_task(cfg).lm.semantic_adapter is None
+    assert build_task("lm", cfg).lm.semantic_adapter is None
     assert main(["train", "lm", "--config", "tiny", f"ni_encoder={tmp_path / 'nope'}"]) == 2
     assert "run `l3se train distill` first" in capsys.readouterr().err

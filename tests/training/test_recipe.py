@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,15 @@ def test_cli_user_errors(tmp_path, capsys):
     assert "run `l3se train codec-1` first" in capsys.readouterr().err
     assert main(["train", "codec-1", "--config", "tiny", "train.batch_sise=3"]) == 2
     assert "did you mean 'train.batch_size'" in capsys.readouterr().err
+
+
+def test_the_script_torchrun_starts_is_l3se_train(tmp_path):
+    script = CONFIGS.parent / "train_codec.py"
+    missing = tmp_path / "missing"
+    run = subprocess.run([sys.executable, str(script), "codec-2", "--config", "tiny",
+                          f"init_from={missing}"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == (
+        f"l3se: error: init_from: {missing} does not exist (it is codec-1's exported model: run "
+        "`l3se train codec-1` first or point init_from at it)"
+    )
