@@ -73,6 +73,45 @@ def load_audio(
 
     Only the requested frames are decoded, so cropping a segment from a long file is cheap.
     """
+    data, native_sr = _decode(path, offset, duration)
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if reject_silent and float(np.abs(wav).max()) < SILENCE_PEAK:
+        raise AudioError(path, "all-silent audio")
+    return np.ascontiguousarray(resample(wav, native_sr, sr), dtype=np.float32)
+
+
+def load_channels(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The whole file as float32 [C, S] at ``sr``, all-silent channels left out (an error when
+    every channel is). For multichannel RIRs: each channel is one microphone's response, and
+    their average smears the direct path that the microphones receive at different delays."""
+    data, native_sr = _decode(path, 0.0, None)
+    data = data[:, np.abs(data).max(axis=0) >= SILENCE_PEAK]
+    if not data.size:
+        raise AudioError(path, "all-silent audio")
+    return np.ascontiguousarray(resample(data, native_sr, sr).T, dtype=np.float32)
+
+
+def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited resampling of a signal [S] or [S, C] (soxr, high quality)."""
+    if sr_in == sr_out:
+        return wav
+    return soxr.resample(wav.astype(np.float32, copy=False), sr_in, sr_out, quality="HQ")
+
+
+def write_audio(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write a mono float signal as 16-bit PCM, atomically."""
+    path = Path(path)
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"write_audio expects a mono signal [S], got shape {wav.shape}")
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    with atomic_path(path) as tmp:
+        sf.write(tmp, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format=fmt)
+
+
+def _decode(path: str | Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """``duration`` seconds (None: to the end) from ``offset``: float32 [S, C] at the file's own
+    rate, and that rate."""
     path = str(path)
     if not os.path.exists(path):
         raise AudioError(path, "file not found")
@@ -90,32 +129,9 @@ def load_audio(
         raise AudioError(path, f"unreadable ({_short(e)})") from None
     if data.size == 0:
         raise AudioError(path, "zero-length audio")
-    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(wav).all():
+    if not np.isfinite(data).all():
         raise AudioError(path, "contains NaN or infinite samples")
-    if reject_silent and float(np.abs(wav).max()) < SILENCE_PEAK:
-        raise AudioError(path, "all-silent audio")
-    if native_sr != sr:
-        wav = resample(wav, native_sr, sr)
-    return np.ascontiguousarray(wav, dtype=np.float32)
-
-
-def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited resampling of a mono signal [S] (soxr, high quality)."""
-    if sr_in == sr_out:
-        return wav
-    return soxr.resample(wav.astype(np.float32, copy=False), sr_in, sr_out, quality="HQ")
-
-
-def write_audio(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """Write a mono float signal as 16-bit PCM, atomically."""
-    path = Path(path)
-    wav = np.asarray(wav, dtype=np.float32)
-    if wav.ndim != 1:
-        raise ValueError(f"write_audio expects a mono signal [S], got shape {wav.shape}")
-    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    with atomic_path(path) as tmp:
-        sf.write(tmp, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format=fmt)
+    return data, native_sr
 
 
 def _count_frames(path: str | Path) -> int:

@@ -1,9 +1,10 @@
 """Noisy/reverberant mixture simulation (the paper's on-the-fly recipe, section 4.1).
 
-Per example: with probability ``p_reverb`` convolve the clean utterance with a random RIR, mix a
-random noise clip at an SNR drawn uniformly from ``snr_range`` (powers measured on active
-frames), randomise the level and protect against clipping, applying the same gain to input and
-target. The target is the dry clean signal (paper) or its early reverberation.
+Per example: with probability ``p_reverb`` convolve the clean utterance with a random RIR (one
+random channel of a multichannel one), mix a random noise clip at an SNR drawn uniformly from
+``snr_range`` (powers measured on active frames), randomise the level and protect against
+clipping, applying the same gain to input and target. The target is the dry clean signal (paper)
+or its early reverberation.
 
 All randomness comes from the ``numpy.random.Generator`` passed in, so a caller that derives it
 from (seed, epoch, index) gets the same mixture in any process.
@@ -20,7 +21,7 @@ from typing import Literal
 import numpy as np
 from scipy import fft as sp_fft
 
-from data_sim.audio import SAMPLE_RATE, AudioError, load_audio
+from data_sim.audio import SAMPLE_RATE, AudioError, load_audio, load_channels
 from data_sim.sources import AudioItem
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,15 @@ class Mixer:
         skipped: list[tuple[str, str]] = []
         speech, target, rir_id = clean, clean, None
         if cfg.p_reverb > 0 and rng.random() < cfg.p_reverb:
-            picked = self._draw(self.rirs, rng, skipped, whole=True)
+            picked = self._draw(self.rirs, rng, skipped)
             if picked is not None:
-                rir_id, rir = picked
+                rir_id, rirs = picked
+                rir = rirs[0]
+                if len(rirs) > 1:
+                    # One microphone of an array recording; mono RIRs draw nothing, so their
+                    # mixtures stay what they were.
+                    channel = int(rng.integers(len(rirs)))
+                    rir_id, rir = f"{rir_id}#ch{channel}", rirs[channel]
                 speech, target = self._spectra(rir_id, rir, len(clean)).apply(clean)
         noise, snr_db, noise_id = None, None, None
         if cfg.p_noise > 0 and rng.random() < cfg.p_noise:
@@ -271,16 +278,16 @@ class Mixer:
         rng: np.random.Generator,
         skipped: list[tuple[str, str]],
         n: int | None = None,
-        whole: bool = False,
         tries: int = 8,
     ) -> tuple[str, np.ndarray] | None:
-        """A random usable file from ``bank``: whole, or a window of at least ``n`` samples."""
+        """A random usable file from ``bank``: a window of at least ``n`` samples [S], or with
+        ``n`` None the whole file with each of its channels [C, S] (RIRs)."""
         for _ in range(tries):
             item = bank[int(rng.integers(len(bank)))]
             if item.path in self._bad:
                 continue
             try:
-                return item.id, self._read(item, rng, None if whole else n)
+                return item.id, self._read(item, rng, n)
             except AudioError as e:
                 self._bad.add(item.path)
                 skipped.append((item.path, e.reason))
@@ -300,7 +307,10 @@ class Mixer:
             wav = load_audio(item.path, sr, offset=offset, duration=seconds, reject_silent=True)
             if len(wav) >= n // 2:
                 return wav
-        wav = load_audio(item.path, sr, reject_silent=True)
+        if n is None:
+            wav = load_channels(item.path, sr)
+        else:
+            wav = load_audio(item.path, sr, reject_silent=True)
         self._remember(item.path, wav)
         return wav
 

@@ -49,6 +49,8 @@ DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained" / "default"
 # The shortest input `l3se enhance` and the app take: one 12.5 Hz codec frame, about a phone;
 # anything shorter holds no speech to restore.
 MIN_SECONDS = 0.08
+# The chunk length of a model that records neither chunk_seconds nor trained_seconds.
+FALLBACK_CHUNK_SECONDS = 20.0
 
 # progress(done, total): chunks decoded so far out of all chunks of the call.
 Progress = Callable[[int, int], None]
@@ -61,11 +63,17 @@ class EnhancerConfig:
     mode: Literal["lm", "direct"] = "lm"
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     # Inputs longer than this are enhanced in chunks of this length, cross-faded over
-    # ``overlap_seconds``, so memory stays bounded for any length.
-    chunk_seconds: float = 20.0
+    # ``overlap_seconds``, so memory stays bounded for any length. None: ``trained_seconds``, so
+    # that the LM never decodes a sequence longer than any it was trained on (or
+    # FALLBACK_CHUNK_SECONDS when that length is not known).
+    chunk_seconds: float | None = None
     overlap_seconds: float = 1.0
     # Chunks (whole utterances or pieces of long ones) decoded together.
     chunks_per_batch: int = 8
+    # The longest input the LM was trained on: the lm stage writes its crop length
+    # (data.mix.segment_seconds) here; None when training used whole utterances or the model
+    # predates it.
+    trained_seconds: float | None = None
 
 
 def plan_chunks(num_samples: int, chunk: int, overlap: int, frame: int) -> list[tuple[int, int]]:
@@ -277,7 +285,10 @@ class Enhancer:
 
     @property
     def chunk_samples(self) -> int:
-        return max(self.frame_length, self._frames(self.cfg.chunk_seconds))
+        seconds = self.cfg.chunk_seconds
+        if seconds is None:
+            seconds = self.cfg.trained_seconds or FALLBACK_CHUNK_SECONDS
+        return max(self.frame_length, self._frames(seconds))
 
     @property
     def overlap_samples(self) -> int:

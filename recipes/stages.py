@@ -1,17 +1,26 @@
 """The training stages, in the order they run, and the one way each is launched.
 
 A stage is a recipe script (``recipes/train_<x>.py``: its config class, a subclass of
-``RecipeConfig``, and ``build_task(stage, cfg)``), a folder of named configs
-(``recipes/configs/<folder>/<name>.yaml``) and the config fields that name earlier stages'
-exported models. ``l3se train STAGE`` and ``python recipes/train_<x>.py STAGE`` (what
-``torchrun`` starts) both parse their arguments with ``add_stage_parsers`` and call
-``run_stage``.
+``RecipeConfig``, and ``build_task(stage, cfg)``, which loads earlier stages' models with
+``load_upstream``), a folder of named configs (``recipes/configs/<folder>/<name>.yaml``) and the
+config fields that name earlier stages' exported models. ``l3se train STAGE`` and
+``python recipes/train_<x>.py STAGE`` (what ``torchrun`` starts) both parse their arguments with
+``add_stage_parsers`` and call ``run_stage`` (or, with ``--check``, ``check_launch``).
+
+``build_offline`` builds a stage's task with random weights and no data, hub or earlier weights
+(on the meta device for ``--check``, on the GPU for ``benchmarks/bench_gpu.py``): an earlier
+stage's model comes from its saved config or, when not trained yet, from the config of the stage
+that writes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
+import dataclasses
 import importlib
+import os
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +31,10 @@ from l3se.config import ConfigError, load_config
 from l3se.console import UserError, run_command
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from l3se.training.options import RecipeConfig
+    from l3se.training.task import Task
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -38,6 +50,8 @@ class Stage:
     folder: str
     # Config field -> the stage whose exported model (<output_dir>/model) it names.
     upstream: dict[str, str] = field(default_factory=dict)
+    # The task attribute holding the model that <output_dir>/model saves, for later stages.
+    exported: str | None = None
 
     @property
     def recipe(self) -> ModuleType:
@@ -52,15 +66,15 @@ STAGES = {
     s.name: s
     for s in (
         Stage("codec-1", "WavCodec, generator only (mel + codebook + commitment losses)",
-              "train_codec", "CodecRecipeConfig", "codec1"),
+              "train_codec", "CodecRecipeConfig", "codec1", exported="codec"),
         Stage("codec-2", "WavCodec with DAC's discriminators, from codec-1's model",
-              "train_codec", "CodecRecipeConfig", "codec2", {"init_from": "codec-1"}),
+              "train_codec", "CodecRecipeConfig", "codec2", {"init_from": "codec-1"}, "codec"),
         Stage("s2t", "WavS2T semantic teacher: speech prefix -> frozen Qwen3 transcript (or CTC)",
-              "train_s2t", "S2TRecipeConfig", "s2t", {"backbone_from": "codec-2"}),
+              "train_s2t", "S2TRecipeConfig", "s2t", {"backbone_from": "codec-2"}, "model"),
         Stage("distill",
               "NI-Encoder: noisy student distilled from the clean WavCodec/WavS2T encoders",
               "train_distill", "DistillRecipeConfig", "distill",
-              {"codec": "codec-2", "s2t": "s2t"}),
+              {"codec": "codec-2", "s2t": "s2t"}, "student"),
         Stage("lm", "Qwen3 LM: NI-Encoder prefix -> clean WavCodec tokens; exports the enhancer",
               "train_lm", "LMRecipeConfig", "lm", {"codec": "codec-2", "ni_encoder": "distill"}),
     )
@@ -95,6 +109,166 @@ def upstream_model(stage: str, cfg: RecipeConfig, key: str) -> Path:
     return path
 
 
+def load_upstream(stage: str, cfg: RecipeConfig, key: str, cls: type) -> nn.Module:
+    """The model ``cfg.<key>`` names, ``cls.from_pretrained`` of it; inside ``build_offline``, the
+    same architecture with random weights instead."""
+    builder = _BUILDER.get()
+    if builder is None:
+        return cls.from_pretrained(upstream_model(stage, cfg, key))
+    return builder.upstream(stage, cfg, key, cls)
+
+
+_BUILDER: contextvars.ContextVar[_OfflineBuilder | None] = contextvars.ContextVar(
+    "l3se_offline_builder", default=None
+)
+
+
+class _OfflineBuilder:
+    def __init__(self, device: str, saved_models: bool, scale: str | None):
+        self.device = device
+        self.saved_models = saved_models
+        self.scale = scale
+        # Config file -> the model its stage exports, built once per build_offline call (the
+        # teachers of distill must share one codec-2 WavLM).
+        self.exports: dict[Path, nn.Module] = {}
+        self.notes: list[str] = []
+        # Nesting of upstream builds: only the checked stage's own inputs get a note.
+        self.depth = 0
+
+    def task(self, name: str, cfg: RecipeConfig) -> Task:
+        import torch
+
+        with torch.device(self.device):
+            return STAGES[name].recipe.build_task(name, _offline_recipe(cfg))
+
+    def upstream(self, stage: str, cfg: RecipeConfig, key: str, cls: type) -> nn.Module:
+        import torch
+
+        from l3se.models.weights import CONFIG_FILE
+        from l3se.training.launch_check import offline
+
+        path = Path(getattr(cfg, key))
+        if self.saved_models and (path / CONFIG_FILE).is_file():
+            # Every model class takes its config as `cfg`; its annotation is the schema.
+            schema = typing.get_type_hints(cls.__init__)["cfg"]
+            with torch.device(self.device):
+                return cls(offline(load_config(schema, path / CONFIG_FILE)))
+        source = STAGES[stage].upstream.get(key)
+        config = _config_writing(source, path, self.scale) if source else None
+        if config is None:
+            raise ConfigError(f"{key}: {path} does not exist and no config in recipes/configs "
+                              "writes it: point it at a trained model")
+        if config not in self.exports:
+            upstream_cfg = load_config(STAGES[source].config_class, config)
+            self.depth += 1
+            try:
+                task = self.task(source, upstream_cfg)
+            finally:
+                self.depth -= 1
+            self.exports[config] = getattr(task, STAGES[source].exported)
+        if self.saved_models and self.depth == 0:
+            self.notes.append(f"{key}: {path} is not there yet; built as {_shown(config)} "
+                              "would export it")
+        return self.exports[config]
+
+
+def _config_writing(stage: str, model: Path, scale: str | None) -> Path | None:
+    """The config of ``stage`` whose run exports ``model`` (its train.output_dir/model), else
+    that stage's config named ``scale``."""
+    folder = CONFIGS / STAGES[stage].folder
+    for path in sorted(folder.glob("*.yaml")):
+        out = load_config(STAGES[stage].config_class, path).train.output_dir
+        if os.path.normpath(Path(out) / "model") == os.path.normpath(model):
+            return path
+    same_scale = folder / f"{scale}.yaml"
+    return same_scale if scale and same_scale.is_file() else None
+
+
+def _offline_recipe(cfg: RecipeConfig) -> RecipeConfig:
+    from l3se.training.launch_check import offline
+
+    cfg = offline(cfg)
+    if getattr(cfg, "tokenizer_from_data", False):
+        # s2t trains its tokenizer from data.speech at launch, to at most this many entries.
+        model = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size
+                                    or cfg.tokenizer_vocab_size)
+        cfg = dataclasses.replace(cfg, model=model, tokenizer_from_data=False)
+    return cfg
+
+
+def build_offline(name: str, cfg: RecipeConfig, device: str = "meta", saved_models: bool = True,
+                  scale: str | None = None) -> tuple[Task, list[str]]:
+    """Stage ``name``'s task for ``cfg`` with random weights on ``device``, reading no data, hub
+    or weights: hub backbones from l3se's stored architectures, earlier stages' models from their
+    saved configs (``saved_models``) or else from the config of the stage that writes them (the
+    one whose output_dir they are, else the one named ``scale``: paper, tiny). Returns the task
+    and one note per missing model built from a config."""
+    builder = _OfflineBuilder(device, saved_models, scale)
+    token = _BUILDER.set(builder)
+    try:
+        return builder.task(name, cfg), builder.notes
+    finally:
+        _BUILDER.reset(token)
+
+
+def missing_paths(name: str, cfg: RecipeConfig) -> list[str]:
+    """``key path`` of every data source and earlier model ``cfg`` reads that is not here."""
+    missing = []
+    for key, data in cfg.data_sections().items():
+        used = {"speech": True, "noise": data.mix.p_noise > 0, "rir": data.mix.p_reverb > 0}
+        for field_name, needed in used.items():
+            value = getattr(data, field_name)
+            if needed and value and not Path(value).exists():
+                missing.append(f"{key}.{field_name} {value}")
+    for key in STAGES[name].upstream:
+        value = getattr(cfg, key)
+        if value is not None and not Path(value).is_dir():
+            missing.append(f"{key} {value}")
+    return missing
+
+
+def check_launch(name: str, config: str | Path = "tiny", overrides: Sequence[str] = (),
+                 world_sizes: Sequence[int] = (1,)) -> str:
+    """The report of ``l3se train STAGE --check``: whether stage ``name`` can launch on each of
+    ``world_sizes`` processes, checked without data, weights or network (every model is built on
+    the meta device). Raises ConfigError, in one line, when it cannot."""
+    from transformers.utils import logging as hf_logging
+
+    from l3se.training.launch_check import describe_launch
+
+    stage = STAGES[name]
+    path = resolve_config(stage.folder, config)
+    cfg = load_config(stage.config_class, path, overrides)
+    for world in world_sizes:
+        cfg.train.global_batch(world)
+    # Offline builds give the LM its audio vocabulary at construction, and transformers warns
+    # that Qwen3's text bos/eos ids lie outside it (a loaded model swaps the vocabulary after).
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        # paper_ctc -> paper: the scale of the earlier stages' configs.
+        task, notes = build_offline(name, cfg, scale=path.stem.split("_")[0])
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"{name}: {e}".replace("\n", " ")) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    lines = [f"{name} launch check: {_shown(path)}", *describe_launch(task, cfg, world_sizes),
+             *notes]
+    missing = missing_paths(name, cfg)
+    if missing:
+        lines.append("warning: not here (fine when checking before copying the data and "
+                     "models; the run reads them): " + ", ".join(missing))
+    counts = ", ".join(map(str, world_sizes))
+    lines.append(f"OK: {name} can launch on {counts} processes")
+    return "\n".join(lines)
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when inside it."""
+    root = CONFIGS.parent.parent
+    return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+
+
 def run_stage(name: str, config: str | Path = "tiny", overrides: Sequence[str] = (),
               stop_at: int | None = None) -> Path:
     """Train stage ``name`` with a named config or YAML path plus ``key.sub=value`` overrides
@@ -112,7 +286,8 @@ def run_stage(name: str, config: str | Path = "tiny", overrides: Sequence[str] =
 
 
 def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
-    """One subcommand per stage: ``STAGE [--config NAME|PATH] [--stop-at STEP] [KEY=VALUE ...]``."""
+    """One subcommand per stage: ``STAGE [--config NAME|PATH] [--stop-at STEP]
+    [--check [--world-size N[,N...]]] [KEY=VALUE ...]``."""
     for stage in STAGES.values():
         p = sub.add_parser(
             stage.name,
@@ -131,8 +306,29 @@ def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
             metavar="STEP",
             help="stop (with a checkpoint) at this step; run again to continue",
         )
+        p.add_argument(
+            "--check",
+            action="store_true",
+            help="check the launch instead of training: batch, schedule, paths, models built on "
+            "the meta device (no data, weights or network), parameters and memory; exit 0 when "
+            "it can run",
+        )
+        p.add_argument(
+            "--world-size",
+            type=_process_counts,
+            metavar="N[,N...]",
+            help="with --check: the process counts to check for, e.g. 8 or 1,2,4,8 (torchrun's "
+            "nnodes x nproc_per_node; default $WORLD_SIZE or 1)",
+        )
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=500")
         p.set_defaults(func=train)
+
+
+def _process_counts(text: str) -> list[int]:
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,N,...: {text!r}") from None
 
 
 def train(args: argparse.Namespace) -> int:
@@ -140,6 +336,12 @@ def train(args: argparse.Namespace) -> int:
     from data_sim.sources import SourceError
     from l3se.training.checkpoint import CheckpointError
 
+    if args.check:
+        worlds = args.world_size or [int(os.environ.get("WORLD_SIZE", "1"))]
+        print(check_launch(args.stage, args.config, args.overrides, worlds))
+        return 0
+    if args.world_size is not None:
+        raise UserError("--world-size goes with --check; a run takes its world size from torchrun")
     try:
         out = run_stage(args.stage, args.config, args.overrides, stop_at=args.stop_at)
     except CheckpointError as e:

@@ -20,7 +20,7 @@ from l3se.models.codec import WavCodecConfig
 from l3se.models.discriminators import DiscriminatorConfig
 from l3se.models.losses import CodecLossConfig
 from l3se.training.options import RecipeConfig
-from recipes.stages import main, upstream_model
+from recipes.stages import load_upstream, main
 
 
 @dataclass
@@ -46,7 +46,7 @@ def build_task(stage: str, cfg: CodecRecipeConfig):
     if (cfg.model is None) == (cfg.init_from is None):
         raise ConfigError("set exactly one of 'model' (train from scratch) and 'init_from'")
     if cfg.init_from is not None:
-        codec = WavCodec.from_pretrained(upstream_model(stage, cfg, "init_from"))
+        codec = load_upstream(stage, cfg, "init_from", WavCodec)
     else:
         codec = WavCodec(cfg.model)
     disc = Discriminator(cfg.discriminator, codec.sample_rate) if stage == "codec-2" else None

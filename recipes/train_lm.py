@@ -19,7 +19,7 @@ from l3se.config import ConfigError
 from l3se.enhancer import EnhancerConfig
 from l3se.models.lm import SpeechLMConfig
 from l3se.training.options import RecipeConfig
-from recipes.stages import main, upstream_model
+from recipes.stages import load_upstream, main
 
 
 @dataclass
@@ -72,10 +72,12 @@ def build_task(stage: str, cfg: LMRecipeConfig):
     from l3se.models.ni_encoder import NIEncoder
     from l3se.training.lm_task import LMTask
 
-    ni_encoder = NIEncoder.from_pretrained(upstream_model(stage, cfg, "ni_encoder"))
-    codec = WavCodec.from_pretrained(upstream_model(stage, cfg, "codec"))
+    ni_encoder = load_upstream(stage, cfg, "ni_encoder", NIEncoder)
+    codec = load_upstream(stage, cfg, "codec", WavCodec)
     lm = SpeechLM(lm_config(cfg.lm, ni_encoder, codec))
-    return LMTask(lm, ni_encoder, codec, cfg.enhancer)
+    # The exported model chunks long inputs to the length its LM was trained on.
+    enhancer = dataclasses.replace(cfg.enhancer, trained_seconds=cfg.data.mix.segment_seconds)
+    return LMTask(lm, ni_encoder, codec, enhancer)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 from l3se.config import ConfigError
 from l3se.models.s2t import WavS2TConfig
 from l3se.training.options import RecipeConfig
-from recipes.stages import main, upstream_model
+from recipes.stages import load_upstream, main
 
 
 @dataclass
@@ -80,13 +80,14 @@ def data_tokenizer(cfg: S2TRecipeConfig) -> str:
 
 
 def build_task(stage: str, cfg: S2TRecipeConfig):
+    from l3se.models.codec import WavCodec
     from l3se.models.s2t import WavS2T
     from l3se.training.s2t_task import S2TTask
 
     check_data(cfg)
     backbone = None
     if cfg.backbone_from is not None:
-        backbone = upstream_model(stage, cfg, "backbone_from")
+        backbone = load_upstream(stage, cfg, "backbone_from", WavCodec)
     model_cfg = cfg.model
     if cfg.tokenizer_from_data:
         model_cfg = dataclasses.replace(model_cfg, tokenizer=data_tokenizer(cfg))

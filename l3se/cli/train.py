@@ -2,6 +2,8 @@
 
 ``--config`` takes a name (``recipes/configs/<folder>/<name>.yaml``) or a YAML path, then
 ``key.sub=value`` overrides. Under ``torchrun`` every process runs the same command.
+``--check [--world-size N[,N...]]`` checks the launch instead, without data, weights or network
+(``recipes.stages.check_launch``).
 """
 
 from __future__ import annotations

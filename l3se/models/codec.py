@@ -121,7 +121,8 @@ class WavCodec(Pretrained, nn.Module):
         )
         self.decoder = AcousticDecoder(cfg, hop=self.ssl.hop)
         self.frame_length = self.ssl.hop * 2**cfg.resample_stages
-        # Steps since each entry was last picked; training state only, so not saved.
+        # Steps since each entry was last picked: training state, which checkpoints keep and
+        # exports leave out.
         self.register_buffer(
             "idle_steps", torch.zeros(cfg.n_codebooks, cfg.codebook_size, dtype=torch.long),
             persistent=False,

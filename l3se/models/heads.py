@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from l3se.models.modules import Downsample
+from l3se.models.ssl import valid_frames
 
 
 @dataclass
@@ -86,9 +87,9 @@ class SemanticEncoder(nn.Module):
 
 def frame_padding_mask(lengths: torch.Tensor | None, num_frames: int, hop: int) -> torch.Tensor | None:
     """Sample lengths [B] -> [B, num_frames] True where a frame of ``hop`` samples starts past the
-    end of its item; None when nothing is padded."""
+    end of its item (the frames WavLM masks too); None when nothing is padded."""
     if lengths is None:
         return None
-    valid = torch.div(lengths + hop - 1, hop, rounding_mode="floor")
-    mask = torch.arange(num_frames, device=lengths.device)[None] >= valid[:, None]
+    frames = torch.arange(num_frames, device=lengths.device)
+    mask = frames[None] >= valid_frames(lengths, hop)[:, None]
     return mask if bool(mask.any()) else None

@@ -12,9 +12,16 @@ import functools
 import inspect
 import json
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 PAPER_QWEN3 = "Qwen/Qwen3-0.6B"
+
+# The transformers releases whose internals l3se relies on: what WavLM's encoder layers return,
+# Qwen3's per-layer attention-mask dicts, ``_attn_implementation``, ``DynamicCache(config=...)``,
+# ``from_pretrained(dtype=...)``, and tied embeddings in a model built on the meta device (5.0
+# leaves them untied, miscounting the launch check's parameters); a new major may change any.
+TRANSFORMERS_MIN, TRANSFORMERS_BELOW = (5, 1), (6, 0)
 
 # Qwen/Qwen3-0.6B's architecture, so that the paper model builds without the hub.
 QWEN3_0_6B: dict[str, Any] = {
@@ -76,13 +83,28 @@ def build_qwen3_config(arch: str | dict, **overrides):
     return conf
 
 
+def check_transformers() -> None:
+    """Refuse, in one line, a transformers release outside the range l3se is built for: its
+    internals would give wrong numbers rather than errors."""
+    found = version("transformers")
+    if not TRANSFORMERS_MIN <= tuple(int(p) for p in found.split(".")[:2]) < TRANSFORMERS_BELOW:
+        low, high = (".".join(map(str, v)) for v in (TRANSFORMERS_MIN, TRANSFORMERS_BELOW))
+        raise ImportError(f"l3se needs transformers >={low},<{high}; found {found}")
+
+
 def build_qwen3(cfg: LLMConfig, **overrides):
     """``Qwen3ForCausalLM`` from the hub (``cfg.pretrained``) or from ``cfg.arch`` with random
-    weights; ``overrides`` (e.g. ``vocab_size``) apply to a randomly built model only."""
+    weights; ``overrides`` (e.g. ``vocab_size``) apply to a randomly built model only.
+
+    Weights are fp32 either way: transformers would keep the checkpoint's bf16, and AdamW on bf16
+    weights drops every update below about 2**-8 of a weight (most of them at lr 1e-4..1e-5).
+    Training and inference get bf16 compute from autocast."""
+    import torch
     from transformers import Qwen3ForCausalLM
 
+    check_transformers()
     if cfg.pretrained:
-        return Qwen3ForCausalLM.from_pretrained(cfg.pretrained)
+        return Qwen3ForCausalLM.from_pretrained(cfg.pretrained, dtype=torch.float32)
     return Qwen3ForCausalLM(build_qwen3_config(cfg.arch, **overrides))
 
 

@@ -44,6 +44,10 @@ class NIEncoderConfig:
     acoustic: AcousticHeadConfig = field(default_factory=AcousticHeadConfig)
     # None: acoustic-only encoder (Table 3 (a)/(b)).
     semantic: SemanticHeadConfig | None = field(default_factory=SemanticHeadConfig)
+    # WavLM's SpecAugment time masking while training (WavLM-Large's own config turns it on, at
+    # 7.5% of frames). Off: distillation regresses every frame onto its clean target, and a
+    # masked frame's target is speech the student was not shown; the paper does not mention it.
+    spec_augment: bool = False
 
 
 @dataclass
@@ -65,6 +69,7 @@ class NIEncoder(Pretrained, nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ssl = WavLMBackbone(cfg.ssl)
+        self.ssl.model.config.apply_spec_augment = cfg.spec_augment
         num_states, hidden = self.ssl.num_hidden_states, self.ssl.hidden_size
         self.acoustic_mixture = LayerMixture(num_states, cfg.mixture_layer_norm)
         self.acoustic = AcousticEncoder(hidden, cfg.acoustic)
@@ -175,7 +180,8 @@ def _lengths(wav: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
 
 # WavLMConfig fields that record where a model came from or how it was trained, not what it is.
 _NOT_ARCH = (
-    "_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version", "layerdrop"
+    "_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version", "layerdrop",
+    "apply_spec_augment",
 )
 
 
@@ -197,7 +203,8 @@ def _check_same_backbone(codec: WavCodec, s2t: WavS2T) -> None:
     else:
         theirs = s2t.ssl.model.state_dict()
         for name, tensor in codec.ssl.model.state_dict().items():
-            if not torch.equal(tensor, theirs[name]):
+            # Meta tensors (a launch check's models) hold no values to compare.
+            if not tensor.is_meta and not torch.equal(tensor, theirs[name]):
                 problem = f"different weights ({name})"
                 break
     if problem is not None:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l3se.models.llm import check_transformers
+
 PAPER_WAVLM = "microsoft/wavlm-large"
 
 # microsoft/wavlm-large's architecture, so that the paper model builds without the hub.
@@ -84,8 +86,18 @@ def build_wavlm_config(arch: str | dict):
     return WavLMConfig.from_dict(arch)
 
 
+def valid_frames(lengths: torch.Tensor, hop: int) -> torch.Tensor:
+    """Sample lengths [B] -> frames of ``hop`` samples that hold any of the item: a partly filled
+    last hop is signal, as a partly filled last codec frame is (T12 = ceil(S / 1280))."""
+    return torch.div(lengths + hop - 1, hop, rounding_mode="floor")
+
+
 class WavLMBackbone(nn.Module):
     """16 kHz waveform [B, S] -> ``num_hidden_states`` tensors [B, S/320, H] (S a multiple of 320).
+
+    Hidden state 0 is the input of the first transformer layer (the CNN features, projected,
+    plus the convolutional position embedding); state i is the output of layer i, the last one
+    taken before the encoder's final LayerNorm (WavLM-Large's ``do_stable_layer_norm``).
 
     A frozen backbone stays in eval mode whatever its parent does: in train mode WavLM applies
     layerdrop and SpecAugment-style time masking, which would corrupt the features it serves.
@@ -95,14 +107,17 @@ class WavLMBackbone(nn.Module):
         super().__init__()
         from transformers import WavLMModel
 
+        check_transformers()
         self.cfg = cfg
         if cfg.pretrained:
-            self.model = WavLMModel.from_pretrained(cfg.pretrained)
+            # Explicitly fp32, whatever the checkpoint stores: the backbone is fine-tuned in
+            # distill, and AdamW on bf16 weights loses most updates (see ``build_qwen3``).
+            self.model = WavLMModel.from_pretrained(cfg.pretrained, dtype=torch.float32)
         else:
             self.model = WavLMModel(build_wavlm_config(cfg.arch))
         conf = self.model.config
-        # transformers records hidden states only from the layers that ran, so a layer skipped
-        # by LayerDrop while fine-tuning would leave every layer mixture a state short.
+        # A layer skipped by LayerDrop while fine-tuning records no hidden state and would leave
+        # every layer mixture a state short.
         conf.layerdrop = 0.0
         self.hop = math.prod(conf.conv_stride)
         receptive_field = 1
@@ -147,13 +162,27 @@ class WavLMBackbone(nn.Module):
         wav = F.pad(wav, (left, self.pad - left))
         attention_mask = None
         if mask is not None:
-            # The symmetric padding counts as (silent) signal, so a full-length item keeps all
-            # S/hop frames; a shorter one loses the frames past its end.
+            # WavLM keeps the frames whose receptive field ends inside the mask. Counting the
+            # symmetric padding and the rest of a partly filled last hop as (silent) signal keeps
+            # the ``valid_frames`` the heads mask by.
             positions = torch.arange(wav.shape[-1], device=wav.device)[None]
-            attention_mask = (positions < lengths[:, None] + self.pad).long()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.frozen):
-            out = self.model(wav, attention_mask=attention_mask, output_hidden_states=True)
-        return tuple(out.hidden_states)
+            end = valid_frames(lengths, self.hop) * self.hop + self.pad
+            attention_mask = (positions < end[:, None]).long()
+        # Recorded here rather than read from ``output_hidden_states``, whose last entry is the
+        # final LayerNorm's output in transformers 4.x to 5.12 and the last layer's in 5.24:
+        # trained mixtures and the fixed-layer targets must not change meaning with the version.
+        states = []
+        layers = self.model.encoder.layers
+        hooks = [layers[0].register_forward_pre_hook(lambda _, args: states.append(args[0]))]
+        for layer in layers:
+            hooks.append(layer.register_forward_hook(lambda _, a, out: states.append(out[0])))
+        try:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.frozen):
+                self.model(wav, attention_mask=attention_mask)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return tuple(states)
 
 
 def _normalize(wav: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

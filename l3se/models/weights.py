@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -10,12 +11,12 @@ from torch import nn
 from l3se.config import load_config, save_config
 
 
-def state_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` made storable: safetensors refuses views into larger storages
-    (e.g. ``torch.hann_window`` buffers) and tensors that share memory."""
+def storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` as safetensors stores them: it refuses views into larger storages (e.g.
+    ``torch.hann_window`` buffers) and tensors that share memory."""
     out = {}
     seen: set[int] = set()
-    for name, t in module.state_dict().items():
+    for name, t in tensors.items():
         t = t.detach()
         ptr = t.untyped_storage().data_ptr()
         whole = t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size()
@@ -24,6 +25,11 @@ def state_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(ptr)
         out[name] = t
     return out
+
+
+def state_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()``, storable."""
+    return storable(module.state_dict())
 
 
 def save_weights(module: nn.Module, path: str | Path) -> None:

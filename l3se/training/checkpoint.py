@@ -1,18 +1,27 @@
 """Atomic, pickle-free training checkpoints.
 
 A checkpoint is a folder ``step_XXXXXXXX`` holding
-    model.safetensors      every tensor of the task (frozen parts too)
+    model.safetensors      what trains: every parameter and buffer outside the frozen parts,
+                           buffers that exports leave out (codebook restart counters) included
     optimizer.safetensors  optimizer state tensors, keyed "<optimizer>.<param index>.<name>"
     rng_<rank>.json        each process's Python / NumPy / torch RNG states
-    state.json             step, optimizer hyper-parameters, the engine's state and the size of
-                           every other file; written last.
-It is written under a temporary name and renamed into place, so a crash mid-write never leaves
-a folder that looks complete; file sizes are checked on load so a truncated copy is reported
-as such instead of failing deep inside a loader.
+    config.yaml            the recipe config, when the run has one: it names the frozen parts'
+                           sources (upstream model directories, hub names)
+    state.json             step, optimizer hyper-parameters, the engine's state, a fingerprint of
+                           each frozen part and the size of every other file; written last.
+A frozen part is a largest submodule with parameters, none of them trainable (the upstream
+stages' models, a frozen WavLM or LLM). Resuming rebuilds the task from its config, which loads
+them from their sources again, so a checkpoint holds their SHA-256 instead of gigabytes of
+copies, and resuming refuses parts that have changed since.
+
+A checkpoint is written under a temporary name and renamed into place, so a crash mid-write
+never leaves a folder that looks complete; file sizes are checked on load so a truncated copy is
+reported as such instead of failing deep inside a loader.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -24,10 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from l3se.models.weights import state_tensors
+from l3se.config import save_config
+from l3se.models.weights import storable
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
+CONFIG_FILE = "config.yaml"
 STATE_FILE = "state.json"
 _NAME = re.compile(r"^step_(\d{8})$")
 
@@ -68,13 +79,58 @@ def write_rng(folder: Path, rank: int) -> None:
     (folder / f"rng_{rank}.json").write_text(json.dumps(state))
 
 
+def frozen_parts(module: nn.Module) -> list[str]:
+    """Names of the largest submodules that have parameters and train none of them."""
+    parts = []
+
+    def visit(prefix: str, parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            params = list(child.parameters())
+            if params and not any(p.requires_grad for p in params):
+                parts.append(prefix + name)
+            else:
+                visit(f"{prefix}{name}.", child)
+
+    visit("", module)
+    return parts
+
+
+def split_tensors(
+    task: nn.Module,
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """(trained tensors, frozen part -> its tensors), each shared tensor once. Buffers count
+    whether persistent or not: a training counter that exports leave out must survive a resume."""
+    parts = frozen_parts(task)
+    trained: dict[str, torch.Tensor] = {}
+    frozen: dict[str, dict[str, torch.Tensor]] = {p: {} for p in parts}
+    for name, t in [*task.named_parameters(), *task.named_buffers()]:
+        part = next((p for p in parts if name.startswith(f"{p}.")), None)
+        if part is None:
+            trained[name] = t
+        else:
+            frozen[part][name[len(part) + 1 :]] = t
+    return trained, frozen
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for name, t in tensors.items():
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def write_checkpoint(
-    folder: Path, task: nn.Module, optimizers: dict[str, torch.optim.Optimizer], state: dict
+    folder: Path, task: nn.Module, optimizers: dict[str, torch.optim.Optimizer], state: dict,
+    config: Any = None,
 ) -> None:
-    """Rank 0's part: weights, optimizers, then ``state.json`` with the manifest."""
+    """Rank 0's part: weights, optimizers, ``config`` (a recipe config), then ``state.json``
+    with the manifest."""
     from safetensors.torch import save_file
 
-    save_file(state_tensors(task), str(folder / MODEL_FILE))
+    trained, frozen = split_tensors(task)
+    save_file(storable(trained), str(folder / MODEL_FILE))
     tensors: dict[str, torch.Tensor] = {}
     optim_meta: dict[str, Any] = {}
     for name, opt in optimizers.items():
@@ -88,8 +144,15 @@ def write_checkpoint(
                     scalars[f"{pid}.{key}"] = value
         optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     save_file(tensors, str(folder / OPTIMIZER_FILE))
+    if config is not None:
+        save_config(config, folder / CONFIG_FILE)
     files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
-    payload = {"state": state, "optimizers": optim_meta, "files": files}
+    payload = {
+        "state": state,
+        "frozen": {part: fingerprint(t) for part, t in frozen.items()},
+        "optimizers": optim_meta,
+        "files": files,
+    }
     (folder / STATE_FILE).write_text(json.dumps(payload, indent=1))
 
 
@@ -111,11 +174,14 @@ def read_checkpoint(
     rank: int,
     device: torch.device,
 ) -> dict:
-    """Load weights, optimizer states and this rank's RNG; return the engine's state."""
+    """Check the frozen parts, load weights, optimizer states and this rank's RNG; return the
+    engine's state."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta = _read_manifest(folder)
+    trained, frozen = split_tensors(task)
+    _check_frozen(folder, meta.get("frozen", {}), frozen)
     try:
         weights = load_file(str(folder / MODEL_FILE), device=str(device))
         # Optimizers move state to their parameters' device themselves, except Adam's step
@@ -123,21 +189,59 @@ def read_checkpoint(
         opt_tensors = load_file(str(folder / OPTIMIZER_FILE), device="cpu")
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"checkpoint {folder} is damaged ({e}); delete it") from None
-    try:
-        task.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"checkpoint {folder} does not fit this model (was the config changed?): "
-            f"{str(e).splitlines()[0]}"
-        ) from None
+    _load_trained(folder, trained, weights)
     for name, opt in optimizers.items():
         if name not in meta["optimizers"]:
             raise CheckpointError(f"checkpoint {folder} has no state for optimizer {name!r}")
-        opt.load_state_dict(_optimizer_state(name, meta["optimizers"][name], opt_tensors))
+        try:
+            opt.load_state_dict(_optimizer_state(name, meta["optimizers"][name], opt_tensors))
+        except ValueError as e:
+            raise CheckpointError(
+                f"checkpoint {folder}: its {name} optimizer state does not fit this one ({e}; "
+                "was the config changed?)"
+            ) from None
     rng = folder / f"rng_{rank}.json"
     if rng.is_file():
         _restore_rng(json.loads(rng.read_text()))
     return meta["state"]
+
+
+def _check_frozen(folder: Path, recorded: dict[str, str], frozen: dict[str, dict]) -> None:
+    if set(recorded) != set(frozen):
+        raise CheckpointError(
+            f"checkpoint {folder} was written with frozen parts {sorted(recorded)}, but this task "
+            f"freezes {sorted(frozen)} (was the config changed, or an older l3se used?)"
+        )
+    for part, tensors in frozen.items():
+        if fingerprint(tensors) != recorded[part]:
+            names = folder / CONFIG_FILE
+            hint = f"; {names} names the models it was trained with" if names.is_file() else ""
+            raise CheckpointError(
+                f"checkpoint {folder} was trained with another frozen {part!r} than the one this "
+                f"config builds: an upstream model or hub weights changed since, or the config "
+                f"names other ones{hint}. Checkpoints do not copy frozen parts: restore those "
+                "models, or train into a new output_dir"
+            )
+
+
+def _load_trained(
+    folder: Path, trained: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+) -> None:
+    problems = [f"missing {k}" for k in trained if k not in weights]
+    problems += [f"unexpected {k}" for k in weights if k not in trained]
+    problems += [
+        f"{k} has shape {tuple(v.shape)}, the model {tuple(trained[k].shape)}"
+        for k, v in weights.items()
+        if k in trained and v.shape != trained[k].shape
+    ]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit this model (was the config changed?): "
+            f"{'; '.join(problems[:3])}"
+        )
+    with torch.no_grad():
+        for k, v in weights.items():
+            trained[k].copy_(v)
 
 
 def _read_manifest(folder: Path) -> dict:

@@ -94,6 +94,9 @@ class DistillTask(Task):
     def targets(self, clean: torch.Tensor, lengths: torch.Tensor | None) -> Targets:
         """Clean speech [B, S] -> the student's regression targets."""
         if self.loss_cfg.targets == "fixed_layers":
+            # Table 3 (d)'s L0 and L24 are the states the layer mixtures weight as such (see
+            # ``WavLMBackbone``): the input of the first transformer layer, and the output of
+            # the last one before WavLM's final LayerNorm.
             states = self.teacher.hidden_states(clean, lengths)
             pooled = F.avg_pool1d(
                 states[0].transpose(1, 2), kernel_size=FRAMES_PER_TOKEN

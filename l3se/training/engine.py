@@ -1,7 +1,8 @@
 """The training loop shared by every l3se stage.
 
-One optimizer step = ``grad_accum`` micro-batches through ``task.training_step`` (generator),
-then, for GAN tasks, the same micro-batches' caches through ``task.discriminator_step``. The
+One optimizer step = ``grad_accum`` micro-batches of ``train.batch_size`` examples on each
+process through ``task.training_step`` (generator), gradients averaged over processes, then, for
+GAN tasks, the same micro-batches' caches through ``task.discriminator_step``. The
 generator goes first so that accumulation never holds more than one generator graph; its
 adversarial loss therefore sees the discriminator from before this step's update, a half-step
 shift from DAC's loop that removes a second generator forward.
@@ -59,13 +60,9 @@ class Trainer:
         self.name = name
         self.run_config = run_config
         self.env: DistEnv = setup(cfg.device)
-        per_step = self.env.world_size * cfg.grad_accum
-        if cfg.batch_size % per_step:
-            raise ConfigError(
-                f"train.batch_size {cfg.batch_size} is not divisible by world size "
-                f"{self.env.world_size} x train.grad_accum {cfg.grad_accum}"
-            )
-        self.micro_batch = cfg.batch_size // per_step
+        self.global_batch = cfg.global_batch(self.env.world_size)
+        # What one forward/backward pass of this process sees.
+        self.micro_batch = cfg.batch_size
         self.task = task.to(self.env.device)
         if self.env.world_size > 1:
             broadcast_module(self.task)
@@ -83,7 +80,8 @@ class Trainer:
             raise ConfigError("optim_d is set but this stage trains no discriminator")
         self.optimizers = {
             k: torch.optim.AdamW(
-                self.params[k], lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+                param_groups(self.params[k], o.weight_decay), lr=o.lr, betas=tuple(o.betas),
+                eps=o.eps,
             )
             for k, o in self.optim_cfgs.items()
         }
@@ -96,7 +94,8 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"the training set has {len(train_set)} examples, fewer than one step's "
-                f"batch of {cfg.batch_size}"
+                f"global batch of {self.global_batch} (train.batch_size x processes x "
+                "train.grad_accum)"
             )
         dev = self.env.device.type
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev == "cuda")
@@ -122,6 +121,8 @@ class Trainer:
         cfg = self.cfg
         target = min(stop_at, cfg.max_steps) if stop_at is not None else cfg.max_steps
         seed_everything(cfg.seed + self.env.rank)
+        if self.env.is_main:
+            log.info(cfg.batch_summary(self.env.world_size))
         if cfg.resume:
             self._resume()
         if self.env.is_main:
@@ -225,7 +226,7 @@ class Trainer:
         final = self.ckpt_root / ckpt.checkpoint_name(self.step)
         if self.env.is_main:
             state = {"step": self.step, "world_size": self.env.world_size}
-            ckpt.write_checkpoint(tmp, self.task, self.optimizers, state)
+            ckpt.write_checkpoint(tmp, self.task, self.optimizers, state, self.run_config)
             ckpt.finalize(tmp, self.ckpt_root, self.step, self.cfg.keep_checkpoints)
         barrier(self.env)
         self.last_saved = self.step
@@ -371,6 +372,21 @@ class Trainer:
 
     def _autocast(self):
         return torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
+def param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW groups that decay matrices and kernels only, as BERT and nanoGPT do. A vector in
+    any shape (at most one dimension longer than 1: biases, norm and layer-scale gains,
+    weight-norm magnitudes, layer-mixture logits) sets a scale, an offset or a preference, and
+    decay would only pull it towards 0: a mixture towards uniform weights."""
+    def is_vector(p: nn.Parameter) -> bool:
+        return sum(n > 1 for n in p.shape) <= 1
+
+    groups = [
+        {"params": [p for p in params if not is_vector(p)], "weight_decay": weight_decay},
+        {"params": [p for p in params if is_vector(p)], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from data_sim.dataset import DataConfig
+from l3se.config import ConfigError
 
 
 @dataclass
@@ -27,8 +28,11 @@ class OptimConfig:
 class TrainConfig:
     output_dir: str = "runs/default"
     max_steps: int = 100_000
-    # Examples per optimizer step over all processes: batch_size = world_size x grad_accum x
-    # per-process micro-batch, so a run means the same thing on 1 or 8 GPUs.
+    # Examples per process (GPU) in one forward/backward pass, as in torchtune and DAC: the
+    # paper's Table 1 batches are per GPU. An optimizer step averages the gradients of
+    # grad_accum such passes on every process, so its global batch is
+    # batch_size x world_size x grad_accum (`global_batch`); more processes see more examples.
+    # optim.lr is not rescaled with it: the paper configs' rates go with 8 GPUs.
     batch_size: int = 16
     grad_accum: int = 1
     num_workers: int = 2
@@ -46,6 +50,19 @@ class TrainConfig:
     # Continue from the newest checkpoint in output_dir when there is one.
     resume: bool = True
     progress: bool = True
+
+    def global_batch(self, world_size: int) -> int:
+        """Examples per optimizer step over ``world_size`` processes; a ConfigError when the
+        launch cannot run."""
+        for name, value in (("train.batch_size", self.batch_size),
+                            ("train.grad_accum", self.grad_accum), ("the world size", world_size)):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        return self.batch_size * world_size * self.grad_accum
+
+    def batch_summary(self, world_size: int) -> str:
+        return (f"batch: {self.batch_size} per process x {world_size} processes x "
+                f"{self.grad_accum} accumulation = {self.global_batch(world_size)} per step")
 
 
 @dataclass

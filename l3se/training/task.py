@@ -29,7 +29,9 @@ class Task(nn.Module):
     ``training_step`` on each micro-batch (generator update), then, when ``discriminator`` is
     set, ``discriminator_step`` on each micro-batch's cache (discriminator update).
 
-    Everything registered on the task (frozen parts included) is saved in checkpoints.
+    Checkpoints hold what trains. A frozen part (a submodule none of whose parameters require
+    grad) is not saved: resuming rebuilds the task, so the constructor must load it from its
+    source the same way every time; the checkpoint only checks its fingerprint.
     """
 
     sample_rate = 16000

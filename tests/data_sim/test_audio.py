@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_sim.audio import AudioError, audio_info, load_audio, write_audio
+from data_sim.audio import AudioError, audio_info, load_audio, load_channels, write_audio
 from data_sim.dataset import MixtureDataset
 from data_sim.mixer import MixConfig
 from data_sim.sources import SourceError, read_jsonl, scan_folder
@@ -31,6 +31,19 @@ def test_stereo_downmixed(tmp_path):
     sf.write(tmp_path / "s.wav", st, SR)
     x = load_audio(tmp_path / "s.wav")
     assert x.ndim == 1 and np.allclose(x, 0.75 * tone(SR), atol=1e-3)
+
+
+def test_channels_kept_apart_silent_ones_dropped(tmp_path):
+    silent = np.zeros(48000, np.float32)
+    sf.write(tmp_path / "s.wav", np.stack([tone(48000), silent, tone(48000, f=880.0)], 1), 48000)
+    x = load_channels(tmp_path / "s.wav")
+    assert x.shape == (2, SR) and x.dtype == np.float32
+    inner = slice(100, -100)  # resampling rings where the tones start and stop
+    assert np.allclose(x[0, inner], tone(SR)[inner], atol=1e-2)
+    assert np.allclose(x[1, inner], tone(SR, f=880.0)[inner], atol=1e-2)
+    sf.write(tmp_path / "z.wav", np.stack([silent, silent], 1), 48000)
+    with pytest.raises(AudioError, match="all-silent"):
+        load_channels(tmp_path / "z.wav")
 
 
 def test_8bit_converted(tmp_path):

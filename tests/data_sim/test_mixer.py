@@ -156,3 +156,28 @@ def test_missing_banks_are_config_errors():
         Mixer(MixConfig(p_reverb=0.0))
     with pytest.raises(ValueError, match="no RIR files"):
         Mixer(MixConfig(p_noise=0.0))
+
+
+def test_multichannel_rir_uses_one_channel_per_draw(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(3)
+    # An array recording: the direct path reaches the two microphones at different delays.
+    a, b = synthetic_rir(rng, 0.3)[:4000], synthetic_rir(rng, 0.3)[:4000]
+    channels = [np.pad(a, (0, 300)), np.pad(b, (300, 0))]
+    sf.write(tmp_path / "array.wav", np.stack(channels, axis=1) * 0.5, SAMPLE_RATE,
+             subtype="FLOAT")
+    mixer = Mixer(MixConfig(p_noise=0.0, p_reverb=1.0),
+                  rirs=[AudioItem("array", str(tmp_path / "array.wav"))])
+    clean = rng.standard_normal(8000).astype(np.float32)
+    wets = [reverberate(clean, h)[0] for h in channels]
+    used = []
+    for seed in range(12):
+        m = mixer(clean, np.random.default_rng(seed))
+        gain = np.dot(m.target, clean) / np.dot(clean, clean)
+        matches = [c for c, wet in enumerate(wets) if np.allclose(m.speech / gain, wet, atol=1e-4)]
+        assert len(matches) == 1  # one microphone's response, not the channels' average
+        assert m.rir_id == f"array#ch{matches[0]}"
+        np.testing.assert_array_equal(mixer(clean, np.random.default_rng(seed)).speech, m.speech)
+        used += matches
+    assert set(used) == {0, 1}

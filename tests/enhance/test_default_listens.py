@@ -22,7 +22,7 @@ SENTENCES = [
     "please call stella and ask her to bring these things",
 ]
 # Measured on the shipped model, thresholds a little below: own-reference envelope correlation
-# 0.78-0.92 (lm) and 0.91-0.94 (direct) where another input's reference scores at most 0.21; codec
+# 0.73-0.92 (lm) and 0.91-0.94 (direct) where another input's reference scores at most 0.21; codec
 # resynthesis 0.85-0.92 with 33-39% of each codebook used on these four sentences. Its outputs
 # share a buzz at multiples of 25 Hz (the codec's frame grid), which puts the mean pairwise
 # correlation of different outputs at 0.28 (lm) / 0.36 (direct) instead of 0; the deaf model's

@@ -171,6 +171,28 @@ def test_long_inputs_are_chunked(model_dir):
     assert steps[overlaps].mean() <= 1.5 * steps[~overlaps].mean()
 
 
+def test_chunks_follow_the_trained_length(tmp_path, monkeypatch):
+    # An LM trained on 0.96 s (12 frames) never decodes more at once; a saved chunk_seconds
+    # (what models from before trained_seconds carry) still decides.
+    path = make_tiny_model_dir(tmp_path / "m", trained_seconds=0.96, overlap_seconds=0.16)
+    enh = Enhancer.from_pretrained(path, device="cpu")
+    decoded = []
+    enhance_tensor = enh.enhance_tensor
+
+    def spy(wavs, **settings):
+        decoded.extend(len(w) for w in wavs)
+        return enhance_tensor(wavs, **settings)
+
+    monkeypatch.setattr(enh, "enhance_tensor", spy)
+    x = noisy(2.5, seed=5)
+    assert enh.enhance(x, SR).shape == x.shape
+    assert len(decoded) == 3 and max(decoded) == 12 * FRAME_LENGTH
+    saved = replace(read_config(path), chunk_seconds=20.0)
+    assert Enhancer(enh.ni_encoder, enh.lm, enh.codec, saved, device="cpu").chunk_samples == SR * 20
+    # Without either length: the chunks of before.
+    assert Enhancer(enh.ni_encoder, enh.lm, enh.codec, device="cpu").chunk_samples == SR * 20
+
+
 def test_seeded_sampling(model_dir, enh):
     x = noisy(1.0, seed=4)
     a = enh.enhance(x, SR, decode=SAMPLE)

@@ -73,9 +73,31 @@ def test_layerdrop_never_loses_a_hidden_state():
     cfg = tiny_config()
     cfg.ssl.arch = {**WAVLM_TINY, "layerdrop": 1.0}
     model = NIEncoder(cfg).train()
-    # Longer than WavLM's 10-frame SpecAugment masks, which it applies in training.
     out = model(torch.randn(1, 5120) * 0.1)
     assert out.semantic.shape == (1, 16, 48)
+
+
+def test_spec_augment_masks_only_when_asked(tmp_path):
+    # Without dropout, WavLM's training mode differs from its eval mode by the time masking
+    # alone; half the frames of a 16-frame input are masked when it is on.
+    no_dropout = {k: 0.0 for k in ("hidden_dropout", "attention_dropout", "activation_dropout",
+                                   "feat_proj_dropout")}
+    arch = {**WAVLM_TINY, **no_dropout, "mask_time_prob": 0.5, "mask_time_length": 2}
+    wav = torch.randn(2, 5120) * 0.1
+    same = {}
+    for on in (False, True):
+        cfg = dataclasses.replace(tiny_config(), spec_augment=on)
+        cfg.ssl.arch = arch
+        model = NIEncoder(cfg)
+        with torch.no_grad():
+            states = model.eval().hidden_states(wav), model.train().hidden_states(wav)
+        same[on] = all(torch.equal(a, b) for a, b in zip(*states))
+    assert same == {False: True, True: False}
+    # A student copied from the teachers keeps it off, and turning it on still copies them.
+    codec, s2t = tiny_teachers(tmp_path)
+    assert not NIEncoder.from_teachers(codec, s2t).ssl.model.config.apply_spec_augment
+    cfg = dataclasses.replace(NIEncoder.from_teachers(codec, s2t).cfg, spec_augment=True)
+    assert NIEncoder.from_teachers(codec, s2t, cfg=cfg).ssl.model.config.apply_spec_augment
 
 
 def test_from_teachers_reproduces_the_teachers(tmp_path):

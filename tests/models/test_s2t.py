@@ -113,6 +113,28 @@ def test_llm_is_frozen_and_stays_in_eval(trained):
         assert torch.equal(v, llm_before[k]), k
 
 
+def test_bf16_checkpoints_load_in_fp32(tokenizer_dir, batch, tmp_path):
+    """Qwen/Qwen3-0.6B is stored in bf16: a frozen bf16 LLM behind an fp32 encoder would not even
+    run at ``precision: fp32`` on the CPU."""
+    from transformers import Qwen3ForCausalLM, WavLMModel
+
+    from l3se.models.llm import build_qwen3_config
+    from l3se.models.ssl import build_wavlm_config
+
+    torch.manual_seed(0)
+    text = Qwen3ForCausalLM(build_qwen3_config("tiny", vocab_size=300))
+    text.to(torch.bfloat16).save_pretrained(tmp_path / "qwen")
+    WavLMModel(build_wavlm_config("tiny")).to(torch.bfloat16).save_pretrained(tmp_path / "wavlm")
+    cfg = dataclasses.replace(
+        tiny_config(tokenizer_dir),
+        ssl=SSLConfig(pretrained=str(tmp_path / "wavlm")),
+        llm=LLMConfig(pretrained=str(tmp_path / "qwen")),
+    )
+    model = WavS2T(cfg)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert torch.isfinite(model(*batch, TEXTS))
+
+
 def test_ctc_variant_trains(tokenizer_dir, batch):
     torch.manual_seed(0)
     model = WavS2T(tiny_config(tokenizer_dir, "ctc"))

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from l3se.models.ssl import WAVLM_TINY, LayerMixture, SSLConfig, WavLMBackbone
+from l3se.models.heads import frame_padding_mask
+from l3se.models.ssl import (
+    WAVLM_TINY,
+    LayerMixture,
+    SSLConfig,
+    WavLMBackbone,
+    build_wavlm_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +46,61 @@ def test_padding_changes_valid_frames_only_with_a_groupnorm_front_end():
         full = backbone(x)[-1]
         masked = backbone(padded, torch.tensor([3200]))[-1]
         assert torch.allclose(full[:, :9], masked[:, :9], atol=1e-4) == unchanged, arch
+
+
+def test_hidden_states_do_not_depend_on_what_transformers_records(backbone):
+    """State 0 is the first layer's input, the last one the last layer's output before the
+    encoder's final LayerNorm; transformers up to 5.12 reported that LayerNorm's output instead,
+    which ``tie_last_hidden_states`` reproduces in 5.24."""
+    wavlm = backbone.model
+    seen = {}
+    hooks = [
+        wavlm.encoder.pos_conv_embed.register_forward_hook(
+            lambda _, args, out: seen.update(first=args[0] + out)
+        ),
+        wavlm.register_forward_hook(lambda _, a, out: seen.update(output=out.last_hidden_state)),
+    ]
+    x = torch.randn(1, 3200)
+    try:
+        states = backbone(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert wavlm.config.do_stable_layer_norm
+    torch.testing.assert_close(states[0], seen["first"])
+    torch.testing.assert_close(wavlm.encoder.layer_norm(states[-1]), seen["output"])
+    wavlm.config.tie_last_hidden_states = True
+    try:
+        again = backbone(x)
+    finally:
+        del wavlm.config.tie_last_hidden_states
+    for a, b in zip(again, states):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_partly_filled_last_hop_is_a_valid_frame():
+    """WavLM masks the frames the heads mask (``frame_padding_mask``): an item of 3100 samples
+    has 10 frames of 320, the last one partly filled, like a 3200-sample item ending in silence."""
+    torch.manual_seed(0)
+    backbone = WavLMBackbone(SSLConfig(pretrained=None, arch="tiny", normalize_input=False))
+    x = torch.randn(1, 3200)
+    x[:, 3100:] = 0
+    lengths = torch.tensor([3100])
+    assert frame_padding_mask(lengths, 10, backbone.hop) is None
+    for a, b in zip(backbone(x, lengths), backbone(x)):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_bf16_checkpoint_loads_with_fp32_weights(tmp_path):
+    """The distill stage fine-tunes WavLM: its master weights must be fp32 whatever the
+    checkpoint stores (microsoft/wavlm-large is fp32, transformers 5 keeps a checkpoint's dtype)."""
+    from transformers import WavLMModel
+
+    torch.manual_seed(0)
+    WavLMModel(build_wavlm_config("tiny")).to(torch.bfloat16).save_pretrained(tmp_path / "wavlm")
+    backbone = WavLMBackbone(SSLConfig(pretrained=str(tmp_path / "wavlm"), frozen=False))
+    assert {p.dtype for p in backbone.parameters()} == {torch.float32}
+    assert all(s.dtype == torch.float32 for s in backbone(torch.randn(1, 3200)))
 
 
 def test_layer_mixture_weights_and_gradient():

@@ -1,13 +1,24 @@
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from data_sim.dataset import DataConfig
 from l3se.config import ConfigError, load_config
+from l3se.models.codec import WavCodec
+from l3se.models.weights import WEIGHTS_FILE
 from l3se.training.options import RecipeConfig
-from recipes.stages import CONFIGS, STAGES, resolve_config, upstream_model
+from recipes.stages import CONFIGS, STAGES, check_launch, resolve_config, upstream_model
+from tests.models.tiny import tiny_codec_config
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER_CONFIGS = [
+    (name, path.stem)
+    for name, stage in STAGES.items()
+    for path in sorted((CONFIGS / stage.folder).glob("paper*.yaml"))
+]
 
 
 @pytest.mark.parametrize("name", list(STAGES))
@@ -20,6 +31,8 @@ def test_every_stage_is_complete(name):
     # An upstream stage runs earlier.
     order = list(STAGES)
     assert all(order.index(s) < order.index(name) for s in stage.upstream.values())
+    # A later stage can be built from an upstream stage's task (launch checks, benchmarks).
+    assert all(STAGES[s].exported for s in stage.upstream.values())
     for scale in ("tiny", "paper"):
         cfg = load_config(stage.config_class, resolve_config(stage.folder, scale))
         assert isinstance(cfg.train.max_steps, int)
@@ -59,3 +72,56 @@ def test_upstream_model_names_the_stage_to_run(tmp_path):
     with pytest.raises(ConfigError) as e:
         upstream_model("lm", cfg, "ni_encoder")
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize(("name", "config"), PAPER_CONFIGS)
+def test_every_paper_config_launches_on_1_2_4_and_8_processes(name, config):
+    # Table 1's batches are per GPU: 20 and 6 must run on 8 GPUs (global 160 and 48).
+    report = check_launch(name, config, world_sizes=[1, 2, 4, 8])
+    print(report)
+    train = load_config(STAGES[name].config_class, resolve_config(STAGES[name].folder, config)).train
+    for world in (1, 2, 4, 8):
+        batch = train.batch_size * world * train.grad_accum
+        assert (f"on {world}: batch: {train.batch_size} per process x {world} processes x "
+                f"{train.grad_accum} accumulation = {batch} per step") in report
+    assert "parameters: " in report and "memory per process: " in report
+    assert report.endswith(f"OK: {name} can launch on 1, 2, 4, 8 processes")
+
+
+def test_check_reads_a_trained_models_config_and_no_weights(tmp_path):
+    codec = WavCodec(tiny_codec_config())
+    codec.save_pretrained(tmp_path)
+    (tmp_path / WEIGHTS_FILE).unlink()
+    absent = tmp_path / "absent.jsonl"
+    report = check_launch("codec-2", "tiny", [f"init_from={tmp_path}", f"data.speech={tmp_path}",
+                                              f"valid.speech={absent}"])
+    trainable = sum(p.numel() for p in codec.parameters() if p.requires_grad)
+    assert f"codec {trainable / 1e6:,.1f}M trainable".split() == \
+        next(line for line in report.splitlines() if line.startswith("  codec")).split()[:3]
+    assert "init_from" not in report  # neither missing nor built from a config
+    assert report.splitlines()[-2].endswith(f"the run reads them): valid.speech {absent}")
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "error"),
+    [
+        (["-m", "l3se", "train"], ["--world-size", "0"],
+         "l3se: error: the world size must be at least 1, got 0"),
+        ([str(ROOT / "recipes/train_lm.py")], ["--world-size", "8", "train.grad_accum=0"],
+         "l3se: error: train.grad_accum must be at least 1, got 0"),
+    ],
+)
+def test_an_invalid_launch_is_one_line_and_exit_2(script, args, error):
+    cmd = [sys.executable, *script, "lm", "--config", "paper", "--check", *args]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip() == error and out.stdout == ""
+
+
+def test_check_from_the_command_line():
+    cmd = [sys.executable, str(ROOT / "recipes/train_codec.py"), "codec-1", "--check",
+           "--world-size", "2,8", "train.batch_size=3"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "on 8: batch: 3 per process x 8 processes x 1 accumulation = 24 per step" in out.stdout
+    assert out.stdout.strip().endswith("OK: codec-1 can launch on 2, 8 processes")

@@ -1,8 +1,9 @@
-"""Trains the tiny codec for one step and writes rank 0's final weights; run alone or under
-``torchrun`` by test_ddp.py."""
+"""Trains the tiny codec for one step on 6 examples and writes rank 0's final weights; run alone
+(one process, batch 6) or under ``torchrun`` (batch 6 / WORLD_SIZE per process) by test_ddp.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -27,9 +28,10 @@ def main(out: str) -> None:
     # One step: the comparison is of the averaged gradient itself. From the second step on, float
     # noise grows tenfold (measured 5e-6 -> 5e-5, also between two single-process runs that
     # differ only in thread count), which would hide the errors this test is for.
+    # train.batch_size is per process: 3 on each of 2 processes is one process's 6.
     cfg = TrainConfig(
-        output_dir=out, max_steps=1, batch_size=4, num_workers=0, log_every=1, progress=False,
-        resume=False,
+        output_dir=out, max_steps=1, batch_size=6 // int(os.environ.get("WORLD_SIZE", "1")),
+        num_workers=0, log_every=1, progress=False, resume=False,
     )
     # A large Adam eps: biases in front of a GroupNorm have a true gradient of zero, and
     # default-eps Adam would turn their float-rounding noise into full-size, order-dependent steps.
@@ -45,4 +47,5 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main(sys.argv[1])

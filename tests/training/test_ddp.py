@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_gloo_processes_match_one_process_on_the_combined_batch(tmp_path, monkeypatch):
+    # 3 examples per process on 2 processes (an odd per-process batch, as the paper's 6 on 8
+    # GPUs needs) against one process with all 6.
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     ddp_worker.main(str(tmp_path / "one"))
@@ -22,6 +24,7 @@ def test_two_gloo_processes_match_one_process_on_the_combined_batch(tmp_path, mo
     ]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "batch: 3 per process x 2 processes x 1 accumulation = 6 per step" in result.stderr
 
     one = load_file(str(tmp_path / "one" / "final.safetensors"))
     two = load_file(str(tmp_path / "two" / "final.safetensors"))

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 from l3se.cli import main
 from l3se.config import load_config
@@ -122,6 +123,32 @@ def test_fixed_layer_targets(tmp_path):
         make_task(tmp_path, targets="fixed_layers")
 
 
+def test_fixed_layer_targets_are_l0_and_l24_whatever_transformers_records(tmp_path):
+    """L0 is the first transformer layer's input, L24 the last layer's output before WavLM's
+    final LayerNorm; transformers up to 5.12 reported that LayerNorm's output as its last hidden
+    state, which ``tie_last_hidden_states`` reproduces in 5.24."""
+    task, _, _ = make_task(tmp_path, targets="fixed_layers", codec_dim=64, semantic_dim=64)
+    batch = noisy_batch()
+    wavlm = task.teacher.ssl.model
+    seen = {}
+    hooks = [
+        wavlm.encoder.pos_conv_embed.register_forward_hook(
+            lambda _, args, out: seen.update(l0=args[0] + out)
+        ),
+        wavlm.register_forward_hook(lambda _, a, out: seen.update(output=out.last_hidden_state)),
+    ]
+    target = task.targets(batch["clean"], batch["lengths"])
+    for hook in hooks:
+        hook.remove()
+    pooled = F.avg_pool1d(seen["l0"].transpose(1, 2), 4).transpose(1, 2)
+    torch.testing.assert_close(target.acoustic, pooled)
+    torch.testing.assert_close(wavlm.encoder.layer_norm(target.semantic), seen["output"])
+    wavlm.config.tie_last_hidden_states = True
+    again = task.targets(batch["clean"], batch["lengths"])
+    torch.testing.assert_close(again.acoustic, target.acoustic)
+    torch.testing.assert_close(again.semantic, target.semantic)
+
+
 @pytest.mark.parametrize(
     "name, targets, s2t",
     [
@@ -137,6 +164,9 @@ def test_paper_configs(name, targets, s2t):
     got = (cfg.train.batch_size, cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr,
            cfg.optim.lr)
     assert got == (6, 20_000, 200_000, 1e-6, 1e-4)  # Table 1, Noise-Invariant Encoder
+    # Fine-tuning settings for WavLM-Large (our choice), not the GAN stage's.
+    optim = (tuple(cfg.optim.betas), cfg.optim.weight_decay, cfg.optim.grad_clip)
+    assert optim == ((0.9, 0.98), 0.01, 1.0)
     assert (cfg.loss.targets, cfg.s2t, cfg.codec) == (targets, s2t, "runs/codec2-paper/model")
     assert cfg.data.mix.p_noise == 1.0 and cfg.data.mix.p_reverb == 0.5
 
@@ -162,6 +192,10 @@ def test_recipe_end_to_end_with_resume(corpus, tmp_path):
     ]
     assert main(["train", "distill", "--stop-at", "1", *common]) == 0
     assert not (out / "model").exists()
+    # The frozen teacher is rebuilt from codec and s2t on resume, not copied into checkpoints.
+    with safe_open(str(out / "checkpoints" / "step_00000001" / "model.safetensors"), "pt") as f:
+        saved = set(f.keys())
+    assert {k.split(".")[0] for k in saved} == {"student"}
     assert main(["train", "distill", *common]) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step_00000002"
     png = out / "model" / "layer_weights.png"

@@ -69,6 +69,7 @@ def test_configs_load(name):
         want = "acoustic" if name == "paper_acoustic_prefix" else "acoustic+semantic"
         assert cfg.lm.prefix == want
         assert cfg.enhancer.decode.strategy == "greedy"
+        assert cfg.enhancer.chunk_seconds is None  # chunks of the training length
     else:
         assert cfg.lm.llm.pretrained is None and cfg.ni_encoder == "runs/distill-tiny/model"
         assert (cfg.enhancer.decode.strategy, cfg.enhancer.decode.temperature) == ("sample", 0.6)
@@ -85,9 +86,11 @@ def test_train_export_and_resume(corpus, parts, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step_00000003"
     model = out / "model"
     assert (model / CONFIG_FILE).is_file() and all((model / p).is_dir() for p in PARTS)
-    # The config's inference settings travel with the model.
-    decode = load_config(EnhancerConfig, model / CONFIG_FILE).decode
-    assert (decode.strategy, decode.temperature) == ("sample", 0.6)
+    # The config's inference settings travel with the model, and so does the training length
+    # (the tiny config keeps its chunks at 20 s).
+    saved = load_config(EnhancerConfig, model / CONFIG_FILE)
+    assert (saved.decode.strategy, saved.decode.temperature) == ("sample", 0.6)
+    assert (saved.trained_seconds, saved.chunk_seconds) == (1.0, 20.0)
     lm = SpeechLM.from_pretrained(model / "lm")
     assert lm.cfg.acoustic_dim == 32 and lm.cfg.semantic_dim == 24  # filled from the encoder
     # The frozen parts leave training untouched.
