@@ -1,33 +1,55 @@
-"""Decoding speed of the SpeechLM: tokens/s of ``l3se.decoding.generate`` against transformers'
-``generate`` on the same random-init model, greedy, with the same codebook constraint (a
-LogitsProcessor masking every id outside codebook ``pos mod Q``), at batch 1 and batch 16.
+"""Decoding speed of the SpeechLM, greedy, on random-init models, one row per decoder:
 
-    .venv/bin/python benchmarks/bench_decode.py [--quick] [--seconds 4] [--device cpu]
+    per-token  transformers' model called per token with a growing DynamicCache, the loop
+               ``generate`` replaced (``tests.models.test_decode_engine.reference_generate``;
+               the replaced loop also built its attention masks once, 0-20% faster than this)
+    engine     ``l3se.decoding.generate``: static K/V buffers, CUDA graphs on CUDA
+    hf         transformers' ``generate``, with a LogitsProcessor masking every id outside
+               codebook ``pos mod Q``: it scores all vocabulary rows per token
+    full-head  ``engine`` scoring all vocabulary rows per token and masking like ``hf``: the
+               engine's gain without the codebook-sliced head
 
-Both decoders must return the same codes (checked); the last line is the speed ratio of the
-project's loop over ``generate`` (geometric mean over the measured cases).
+    .venv/bin/python benchmarks/bench_decode.py [--quick] [--sizes tiny mid 0.6b] [--batches 1 8]
+    .venv/bin/python benchmarks/bench_decode.py --device cuda    # Qwen3-0.6B size, bf16 autocast
+
+On the CPU (fp32) every decoder must return the engine's codes (asserted before any ratio is
+printed). The 0.6b model is left out there by default: it takes about 6 minutes at batch 1 on
+one thread (every decoder about 0.2 s per token, within 4% of each other: reading 1.8 GB of fp32
+weights per token bounds them all), and it runs at batch 1 only. On CUDA (bf16 autocast, batch 1
+and 32 by default) kernels differ with the attended length, so the share of tokens equal to the
+engine's is printed instead. Times are medians over interleaved repeats; "audio x" is seconds of
+audio decoded per second (100 tokens per audio second), RTF its inverse. The last line is the
+engine's speed over ``hf`` at batch 1 on the largest model measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from l3se import decoding  # noqa: E402
 from l3se.decoding import DecodeConfig, generate, left_pad  # noqa: E402
-from l3se.models.llm import QWEN3_TINY, LLMConfig  # noqa: E402
+from l3se.models.llm import QWEN3_0_6B, QWEN3_TINY, LLMConfig  # noqa: E402
 from l3se.models.lm import SpeechLM, SpeechLMConfig  # noqa: E402
 from l3se.models.tokens import BOS, PAD  # noqa: E402
+from tests.models.test_decode_engine import reference_generate  # noqa: E402
 
 MID = {**QWEN3_TINY, "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8,
        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64}
-SIZES = {"tiny": "tiny", "mid": MID, "0.6b": "0.6b"}
+# The paper LM's text-vocabulary bos/eos ids lie outside the audio vocabulary.
+SIZES = {"tiny": "tiny", "mid": MID,
+         "0.6b": {**QWEN3_0_6B, "bos_token_id": None, "eos_token_id": None}}
+FRAME_RATE = 12.5
 
 
 def codebook_processor(lm: SpeechLM):
@@ -47,19 +69,46 @@ def codebook_processor(lm: SpeechLM):
     return CodebookMask()
 
 
-def hf_generate(lm: SpeechLM, prefix: torch.Tensor, lengths: torch.Tensor, processor) -> torch.Tensor:
+def hf_generate(lm: SpeechLM, prefix: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The same decoding through ``model.generate``: left-padded prefix + bos as inputs_embeds."""
     b, t, _ = prefix.shape
+    n = lm.tokens.n_codebooks * t
     padded, valid = left_pad(prefix, lengths)
     bos = lm.embed(torch.full((b, 1), BOS, device=prefix.device)).to(prefix.dtype)
     mask = torch.cat([valid, valid.new_ones(b, 1)], 1).long()
     ids = lm.llm.generate(
-        inputs_embeds=torch.cat([padded, bos], 1), attention_mask=mask,
-        max_new_tokens=lm.tokens.n_codebooks * t, min_new_tokens=lm.tokens.n_codebooks * t,
-        do_sample=False, logits_processor=[processor], pad_token_id=PAD, eos_token_id=None,
-        bos_token_id=BOS,
+        inputs_embeds=torch.cat([padded, bos], 1), attention_mask=mask, max_new_tokens=n,
+        min_new_tokens=n, do_sample=False, logits_processor=[codebook_processor(lm)],
+        pad_token_id=PAD, eos_token_id=None, bos_token_id=BOS,
     )
-    return lm.tokens.unflatten(ids[:, -lm.tokens.n_codebooks * t :])
+    # Frames past an item's end are free-running here, and 0 in generate's output.
+    frames = torch.arange(t, device=prefix.device)[None, None] < lengths[:, None, None]
+    return lm.tokens.unflatten(ids[:, -n:]) * frames
+
+
+def full_head_generate(lm: SpeechLM, prefix: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``generate`` with every token scored against the whole vocabulary, then masked to its
+    codebook: ``codebook_head`` hands out the full head, ``pick`` takes the codebook's slice."""
+    tokens, weight, pick = lm.tokens, lm.llm.lm_head.weight, decoding.pick
+    calls = itertools.count()
+
+    def pick_in_codebook(logits, cfg, generators):
+        start, stop = tokens.legal_range(next(calls))
+        masked = torch.full_like(logits, float("-inf"))
+        masked[:, start:stop] = logits[:, start:stop]
+        return pick(masked, cfg, generators) - start
+
+    with mock.patch.object(lm, "codebook_head", lambda: weight.expand(tokens.n_codebooks, -1, -1)), \
+            mock.patch.object(decoding, "pick", pick_in_codebook):
+        return generate(lm, prefix, lengths, DecodeConfig())
+
+
+DECODERS = {
+    "per-token": lambda lm, p, n: reference_generate(lm, p, n, DecodeConfig()),
+    "engine": lambda lm, p, n: generate(lm, p, n, DecodeConfig()),
+    "hf": hf_generate,
+    "full-head": full_head_generate,
+}
 
 
 def timed(device: torch.device, fn, *args) -> tuple[torch.Tensor, float]:
@@ -72,61 +121,69 @@ def timed(device: torch.device, fn, *args) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="1 s of audio, batch 1 and 4, 2 repeats")
-    p.add_argument("--seconds", type=float, default=4.0, help="audio per item (12.5 frames/s)")
-    p.add_argument("--sizes", nargs="+", default=["tiny", "mid"], choices=sorted(SIZES))
-    p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    p.add_argument("--quick", action="store_true", help="tiny model, 0.5 s, batch 1 and 4")
+    p.add_argument("--seconds", type=float, help="audio per item (default: 1 on the CPU, 4 on CUDA)")
+    p.add_argument("--sizes", nargs="+", choices=sorted(SIZES),
+                   help="default: tiny mid on the CPU, 0.6b on CUDA")
+    p.add_argument("--batches", nargs="+", type=int, help="default: 1 8 on the CPU, 1 32 on CUDA")
+    p.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=list(DECODERS))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per case; the best counts")
-    args = p.parse_args()
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per decoder; the median counts")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
     if args.quick:
-        args.seconds, args.batches, args.repeats = 1.0, [1, 4], 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    frames = math.ceil(args.seconds * 12.5)
+        args.sizes, args.batches, args.seconds, args.repeats = ["tiny"], [1, 4], 0.5, 2
+    args.sizes = args.sizes or (["0.6b"] if gpu else ["tiny", "mid"])
+    args.batches = args.batches or ([1, 32] if gpu else [1, 8])
+    args.seconds = args.seconds or (4.0 if gpu else 1.0)
+    torch.set_num_threads(args.threads)
+    frames = math.ceil(args.seconds * FRAME_RATE)
+    amp = torch.autocast(device.type, torch.bfloat16, enabled=gpu)
 
-    print(f"device {device}, {args.dtype}, torch threads {torch.get_num_threads()}, "
-          f"{frames} frames = {8 * frames} tokens per item, greedy")
-    print(f"{'model':>6} {'params':>8} {'batch':>5} {'l3se tok/s':>11} {'generate tok/s':>15} "
-          f"{'ratio':>6} {'same codes':>10}")
-    ratios = []
+    print(f"device {device}, {'bf16 autocast' if gpu else 'fp32'}, torch threads "
+          f"{torch.get_num_threads()}, {frames} frames = {8 * frames} tokens per item, greedy")
+    print(f"{'model':>6} {'params':>8} {'batch':>5} {'decoder':>9} {'seconds':>8} {'tok/s':>8} "
+          f"{'audio x':>8} {'RTF':>7} {'same':>6}")
+    ratio = None
     for size in args.sizes:
         torch.manual_seed(0)
         cfg = SpeechLMConfig(llm=LLMConfig(pretrained=None, arch=SIZES[size]), prefix="acoustic",
                              acoustic_dim=64, adapter_hidden=64)
-        lm = SpeechLM(cfg).to(device, dtype).eval()
-        processor = codebook_processor(lm)
+        lm = SpeechLM(cfg).to(device).eval()
         params = sum(p.numel() for p in lm.llm.parameters())
-        for batch in args.batches:
-            prefix = torch.randn(batch, frames, lm.hidden_size, device=device, dtype=dtype)
-            # Different lengths exercise the left padding in both decoders.
+        for batch in args.batches if size != "0.6b" or gpu else [1]:
+            prefix = torch.randn(batch, frames, lm.hidden_size, device=device)
+            # Different lengths exercise the left padding.
             lengths = torch.full((batch,), frames, device=device)
             lengths[1::2] = max(1, frames - 3)
-            short = (prefix[:, :2], lengths.clamp(max=2))
-            generate(lm, *short, DecodeConfig())  # warm-up
-            t_ours = t_hf = math.inf
-            with torch.inference_mode():
-                hf_generate(lm, *short, processor)
-                # Interleaved and best-of: the machine's other load hits both decoders alike.
+            times, codes = {name: [] for name in args.decoders}, {}
+            with torch.inference_mode(), amp:
+                for name in args.decoders:  # warm-up; on CUDA the engine captures its graph
+                    DECODERS[name](lm, prefix, lengths)
+                # Interleaved: the machine's other load hits every decoder alike.
                 for _ in range(args.repeats):
-                    ours, t = timed(device, generate, lm, prefix, lengths, DecodeConfig())
-                    t_ours = min(t_ours, t)
-                    theirs, t = timed(device, hf_generate, lm, prefix, lengths, processor)
-                    t_hf = min(t_hf, t)
-            # Frames past an item's end are free-running in generate's output: compare valid ones.
-            valid = torch.arange(frames, device=device)[None, None] < lengths[:, None, None]
-            same = torch.equal(ours * valid, theirs * valid)
-            n = batch * 8 * frames
-            ratios.append(t_hf / t_ours)
-            print(f"{size:>6} {params / 1e6:7.1f}M {batch:>5} {n / t_ours:11.0f} {n / t_hf:15.0f} "
-                  f"{t_hf / t_ours:6.2f} {str(same):>10}")
-    mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    print(f"l3se decoding / transformers generate speed ratio: {mean:.2f}x")
+                    for name in args.decoders:
+                        codes[name], t = timed(device, DECODERS[name], lm, prefix, lengths)
+                        times[name].append(t)
+            reference = codes.get("engine", next(iter(codes.values())))
+            for name in args.decoders:
+                same = (codes[name] == reference).float().mean().item()
+                if not gpu and same < 1:
+                    raise AssertionError(f"{size} batch {batch}: {name} decoded other codes")
+                t = statistics.median(times[name])
+                audio, tokens = batch * frames / FRAME_RATE, codes[name].numel()
+                print(f"{size:>6} {params / 1e6:7.1f}M {batch:>5} {name:>9} {t:8.3f} "
+                      f"{tokens / t:8.0f} {audio / t:8.2f} {t / audio:7.3f} {same:6.1%}")
+            if batch == 1 and {"engine", "hf"} <= times.keys():
+                ratio = statistics.median(times["hf"]) / statistics.median(times["engine"])
+                label = f"{size}, batch 1"
+    if ratio is not None:
+        print(f"engine / transformers generate speed ({label}): {ratio:.2f}x")
+    return ratio
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Real-time factor of ``l3se enhance`` with the bundled default model, one chunk at a time (the
 in-run baseline) and batched as the model's settings say; the last line is the speedup.
 
-The corpus is ``--files`` segments of ``--seconds`` cut from ``examples/``: equal lengths, so
-their chunks have equal frame counts and can share a batch (chunks of different frame counts
-never do, see ``Enhancer._batches``); this measures what ``--batch-size`` buys on such a corpus.
+The corpus is ``--files`` segments of ``--seconds`` cut from ``examples/``. Chunks of any
+lengths share a batch (the LM decodes them left-padded, see ``Enhancer._batches``); equal lengths
+keep the comparison free of padding, so this measures what ``--batch-size`` buys at best.
 
     .venv/bin/python benchmarks/bench_enhance.py [--files 8] [--seconds 2] [--device cpu]
                                                  [--threads 1]

@@ -1,7 +1,25 @@
-"""Constrained autoregressive decoding of flattened codec tokens from the SpeechLM."""
+"""Constrained autoregressive decoding of flattened codec tokens from the SpeechLM.
+
+``generate`` runs the prefix and bos through transformers' Qwen3 once, copies the keys and values
+into per-layer buffers preallocated to the whole sequence, and then feeds one token per step
+through ``StaticStep``: fixed shapes and addresses, the attention mask built once and unmasked
+one position per step. Each token is scored against its own codebook's K head rows only.
+
+Defaults per device (benchmarks/bench_decode.py; numbers from a shared 2-core CPU):
+
+- CPU: the step eagerly, 1 torch thread (``l3se enhance --threads``'s default): 2 threads
+  decoded 7-14x slower than 1. ``torch.compile`` of the step took 42-46 s per (batch, length)
+  and then decoded 1.6x faster with the tiny LM, no faster with a 29M-parameter one (matrix
+  products dominate there); a compile per chunk length does not pay for itself, and fused
+  arithmetic need not reproduce the pinned codes, so it is not used.
+- CUDA: the step is captured once per (batch, length) as a CUDA graph and replayed, one launch
+  per token instead of some 30 kernel launches per layer, whose launch latency bounds a 0.6B
+  decoder at small batches. Not yet run on a GPU.
+"""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -85,11 +103,12 @@ def generate(
     """prefix [B, T12, H] (right-padded), frame_lengths [B] -> codes [B, Q, T12].
 
     Generates exactly Q * T12 tokens per item, each from the K entries of its codebook only
-    (the head is evaluated on that slice alone), with a KV cache. Frames past an item's length
-    are 0. Items are decoded as if alone: prefixes are left-padded, the padding is masked and
-    position ids count from each item's first real frame. Sampling draws item b from its own
-    generator seeded with ``seeds[b]`` (default: ``cfg.seed`` for every item; neither: torch's
-    global generator), so an item's codes do not depend on what it is batched with.
+    (the head is evaluated on that slice alone). The prefix pass runs through transformers; the
+    tokens then run through ``StaticStep``, replayed as a CUDA graph on CUDA. Frames past an
+    item's length are 0. Items are decoded as if alone: prefixes are left-padded, the padding is
+    masked and position ids count from each item's first real frame. Sampling draws item b from
+    its own generator seeded with ``seeds[b]`` (default: ``cfg.seed`` for every item; neither:
+    torch's global generator), so an item's codes do not depend on what it is batched with.
     """
     from transformers import DynamicCache
 
@@ -106,53 +125,142 @@ def generate(
         generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
     padded, valid = left_pad(prefix, frame_lengths)
-    mask = torch.cat([valid, valid.new_ones(b, 1 + n)], 1).long()  # [B, T + 1 + Q*T]
-    positions = lm.position_ids(mask)
+    full = torch.cat([valid, valid.new_ones(b, 1 + n)], 1)  # [B, T12 + 1 + Q*T12]
+    # The last token is never fed back: the model sees one position less.
+    mask, positions = full[:, :-1], lm.position_ids(full)[:, :-1]
     heads = lm.codebook_head()  # [Q, K, H]
     offsets = tokens.n_specials + tokens.codebook_size * torch.arange(q, device=device)
     out = torch.zeros(b, n, dtype=torch.long, device=device)
 
     bos = lm.embed(torch.full((b, 1), BOS, device=device))
     x = torch.cat([padded, bos.to(padded.dtype)], 1)
-    cache = DynamicCache(config=lm.llm.config)
     start = t + 1
+    prefill = DynamicCache(config=lm.llm.config)
     hidden = lm.body(
-        inputs_embeds=x, attention_mask=mask[:, :start], position_ids=positions[:, :start],
-        **cache_kwargs(cache),
+        inputs_embeds=x, attention_mask=mask[:, :start].long(),
+        position_ids=positions[:, :start], **cache_kwargs(prefill),
     ).last_hidden_state[:, -1]
-    step_mask = _step_mask(lm, mask, prefix.dtype)
+    step = StaticStep.get(lm, prefill, mask, positions, x)
     for i in range(n):
         c = i % q
         entry = pick(hidden @ heads[c].T, cfg, generators)
         out[:, i] = entry
-        if i == n - 1:
-            break
-        end = start + i + 1
-        hidden = lm.body(
-            inputs_embeds=lm.embed((entry + offsets[c])[:, None]).to(x.dtype),
-            attention_mask=step_mask(end), position_ids=positions[:, end - 1 : end],
-            **cache_kwargs(cache),
-        ).last_hidden_state[:, -1]
+        if i < n - 1:
+            hidden = step(lm.embed((entry + offsets[c])[:, None]), start + i)
     codes = out.view(b, t, q).transpose(1, 2)
     frames = torch.arange(t, device=device)[None, None] < frame_lengths[:, None, None]
     return codes * frames
 
 
-def _step_mask(lm: SpeechLM, mask: torch.Tensor, dtype: torch.dtype):
-    """end -> the attention mask of the one-token step that makes the sequence ``end`` long.
+class StaticStep:
+    """The one-token decoding step over per-layer K/V buffers preallocated to the whole
+    sequence. Every tensor it touches has a fixed shape and address: the attention mask covers
+    the whole length with the positions not yet written hidden, and per step only the input
+    embedding and the write index change (the mask and the position ids follow the index on
+    the device). On CUDA the step is therefore captured once as a graph per (batch, length)
+    and replayed; the CPU runs the same step eagerly.
 
-    For sdpa and eager attention the per-layer mask is built once and sliced: transformers would
-    otherwise rebuild it from the 2D mask at every step, a sixth of a small model's step time."""
-    conf = lm.llm.config
-    impl = conf._attn_implementation
-    if impl not in ("sdpa", "eager") or set(conf.layer_types) != {"full_attention"}:
-        return lambda end: mask[:, :end]
-    if impl == "sdpa" and bool(mask.all()):
-        # No padding: a single query attends to the whole cache, no mask needed.
-        return lambda end: {"full_attention": None}
-    keep = mask.bool()[:, None, None, :]  # [B, 1, 1, L]
-    if impl == "eager":
-        keep = torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(
-            ~keep, torch.finfo(dtype).min
-        )
-    return lambda end: {"full_attention": keep[..., :end]}
+    The Qwen3 layers are called directly, with this object as their cache (``update``): their
+    numerics are transformers' own, without the model's per-call mask building and wrappers."""
+
+    # The most recently used CUDA graphs of each model, by shape: a long input's full-length
+    # chunks share one. Few, as each holds its K/V buffers (for the 0.6B LM at batch 32 and 20 s
+    # chunks some 12 GB).
+    _graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    KEEP_GRAPHS = 2
+
+    def __init__(self, lm: SpeechLM, prefill, mask: torch.Tensor, like: torch.Tensor):
+        conf = lm.llm.config
+        impl = conf._attn_implementation
+        if impl not in ("sdpa", "eager") or set(conf.layer_types) != {"full_attention"}:
+            raise ValueError(f"decoding supports sdpa and eager full attention, not {impl!r}")
+        self.body = lm.body
+        b, length = mask.shape
+        # Keys and values can differ in dtype (under autocast the keys leave an fp32 norm).
+        keys, values = prefill.layers[0].keys, prefill.layers[0].values
+        shape = (b, keys.shape[1], length, keys.shape[3])
+        self.keys = [keys.new_zeros(shape) for _ in self.body.layers]
+        self.values = [values.new_zeros(shape) for _ in self.body.layers]
+        self.x = like.new_zeros(b, 1, like.shape[-1])
+        self.index = torch.zeros(1, dtype=torch.long, device=like.device)
+        self.positions = torch.zeros(b, length, dtype=torch.long, device=like.device)
+        # sdpa takes a boolean mask (True: attend), eager an additive one (0: attend).
+        self.visible = True if impl == "sdpa" else 0.0
+        self.mask = like.new_zeros(b, 1, 1, length, dtype=torch.bool if impl == "sdpa" else None)
+        self.graph = None
+
+    @classmethod
+    def get(cls, lm: SpeechLM, prefill, mask: torch.Tensor, positions: torch.Tensor,
+            like: torch.Tensor) -> StaticStep:
+        """A step loaded with ``prefill``'s keys and values: on CUDA the graph of this shape
+        captured earlier if any, else a new one."""
+        if like.device.type != "cuda":
+            return cls(lm, prefill, mask, like).load(prefill, mask, positions)
+        first = prefill.layers[0]
+        shape = (*mask.shape, like.dtype, first.keys.dtype, first.values.dtype,
+                 torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
+        graphs = cls._graphs.setdefault(lm, {})
+        step = graphs.pop(shape, None)
+        if step is None:
+            if len(graphs) >= cls.KEEP_GRAPHS:
+                graphs.pop(next(iter(graphs)))
+            step = cls(lm, prefill, mask, like)
+            step.capture()  # before ``load``: its warm-up scribbles on the buffers
+        graphs[shape] = step  # last: the most recently used
+        return step.load(prefill, mask, positions)
+
+    def load(self, prefill, mask: torch.Tensor, positions: torch.Tensor) -> StaticStep:
+        start = prefill.get_seq_length()
+        for layer, k, v in zip(prefill.layers, self.keys, self.values):
+            k[:, :, :start].copy_(layer.keys)
+            v[:, :, :start].copy_(layer.values)
+        visible = mask.clone()
+        visible[:, start:] = False
+        if self.mask.dtype == torch.bool:
+            self.mask.copy_(visible[:, None, None])
+        else:
+            self.mask.copy_(torch.zeros_like(self.mask).masked_fill(
+                ~visible[:, None, None], torch.finfo(self.mask.dtype).min))
+        self.positions.copy_(positions)
+        return self
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer: int, *args, **kwargs):
+        """The attention layers' cache write: this step's key and value at ``index``."""
+        self.keys[layer].index_copy_(2, self.index, key)
+        self.values[layer].index_copy_(2, self.index, value)
+        return self.keys[layer], self.values[layer]
+
+    def forward(self) -> torch.Tensor:
+        self.mask.index_fill_(-1, self.index, self.visible)
+        x = self.x
+        rotary = self.body.rotary_emb(x, self.positions.index_select(1, self.index))
+        for layer in self.body.layers:
+            x = layer(x, attention_mask=self.mask, position_embeddings=rotary, **cache_kwargs(self))
+        return self.body.norm(x)[:, -1]
+
+    def capture(self) -> None:
+        with torch.cuda.device(self.x.device):
+            # Warm-up on a side stream, as torch.cuda.graphs asks, so that lazy initialisation
+            # (cuBLAS workspaces, kernel choices) stays out of the graph.
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self.forward()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            # Autocast's weight cache is freed on leaving autocast, under a graph still reading
+            # it. thread_local: a data loader's pinning thread (training's validation) may keep
+            # calling CUDA during the capture.
+            amp = torch.autocast("cuda", torch.get_autocast_dtype("cuda"),
+                                 enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"), amp:
+                self.hidden = self.forward()
+
+    def __call__(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Embedding [B, 1, H] of the token at sequence ``index`` -> next hidden state [B, H]."""
+        self.x.copy_(x)
+        self.index.fill_(index)
+        if self.graph is None:
+            return self.forward()
+        self.graph.replay()
+        return self.hidden

@@ -5,8 +5,10 @@ directories: ``ni_encoder/``, ``lm/`` and ``codec/``.
 
     enhance_batch([(wav, sr), ...])
       -> mono [S_i] at the codec's rate -> chunks of <= chunk_seconds, frame-aligned, overlapping
-      -> batches of <= chunks_per_batch equal-frame-count chunks: pad [B, S] + lengths [B]
-         -> NI-Encoder -> prefix [B, T12, H] -> generate codes [B, Q, T12] -> decode [B, S']
+      -> batches of <= chunks_per_batch chunks, longest first
+         -> per equal frame count: pad [b, S] + lengths [b] -> NI-Encoder -> prefix [b, T12, H]
+         -> all together: generate codes [B, Q, T12] (shorter prefixes padded, and masked)
+         -> per equal frame count: decode [b, S']
       -> each chunk trimmed to its length, chunks cross-faded back to [S_i]
 
 The model directory's ``EnhancerConfig`` holds the defaults; each call may pass its own
@@ -333,41 +335,55 @@ class Enhancer:
         return outputs
 
     def _batches(self, pieces: list, size: int) -> list[list]:
-        """Batches of at most ``size`` pieces with the same number of codec frames, longest
-        first. Equal frame counts mean no padded frames, which the encoder's convolutions and the
-        decoder's attention would otherwise see: an item's output does not depend on what it is
-        batched with, and autoregressive steps are not spent on padding."""
-        groups: dict[int, list] = {}
-        for piece in sorted(pieces, key=lambda p: -len(p[2])):
-            groups.setdefault(math.ceil(len(piece[2]) / self.frame_length), []).append(piece)
-        return [g[k : k + size] for g in groups.values() for k in range(0, len(g), size)]
+        """Batches of at most ``size`` pieces, longest first, so that a batch's pieces are of
+        similar lengths: the LM decodes them together (its steps are set by the longest), and a
+        batch costs the LM little more than one piece (benchmarks/bench_decode.py: 6x the audio
+        per second at batch 8 with the tiny LM on a CPU)."""
+        pieces = sorted(pieces, key=lambda p: -len(p[2]))
+        return [pieces[k : k + size] for k in range(0, len(pieces), size)]
 
     @torch.inference_mode()
     def enhance_tensor(
         self, wavs: Sequence[torch.Tensor], *, decode: DecodeConfig | None = None,
         mode: str | None = None,
     ) -> list[torch.Tensor]:
-        """Mono signals [S_i] at ``sample_rate`` -> enhanced [S_i] (CPU float32): one NI-Encoder
-        pass, one batched generate (or, in mode direct, one quantization), one codec decode, each
-        output trimmed to its own length."""
+        """Mono signals [S_i] at ``sample_rate`` -> enhanced [S_i] (CPU float32): one batched
+        generate (or, in mode direct, quantization), and an NI-Encoder pass and a codec decode
+        per group of signals with the same number of codec frames. Padded frames would reach
+        into the convolutions of the encoder and the codec and make an output depend on its
+        batch; the LM masks them, so a batch's pieces of any lengths decode together."""
         from l3se.decoding import generate
 
         mode = self.cfg.mode if mode is None else mode
         decode = self.cfg.decode if decode is None else decode
         self.check_mode(mode)
-        lengths = torch.tensor([len(w) for w in wavs])
-        total = self.frame_length * math.ceil(int(lengths.max()) / self.frame_length)
-        batch = torch.stack([F.pad(w, (0, total - len(w))) for w in wavs]).to(self.device)
-        lengths = lengths.to(self.device)
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(wavs):
+            groups.setdefault(math.ceil(len(w) / self.frame_length), []).append(i)
+        order = [i for rows in groups.values() for i in rows]
         with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
-            feats = self.ni_encoder(batch, lengths)
+            feats = []
+            for frames, rows in groups.items():
+                batch = torch.stack([F.pad(wavs[i], (0, frames * self.frame_length - len(wavs[i])))
+                                     for i in rows]).to(self.device)
+                lengths = torch.tensor([len(wavs[i]) for i in rows], device=self.device)
+                feats.append(self.ni_encoder(batch, lengths))
             if mode == "direct":
-                codes = self.codec.quantize(feats.acoustic)[1]
+                codes = [self.codec.quantize(f.acoustic)[1] for f in feats]
             else:
                 seeds = None
                 if decode.strategy == "sample" and decode.seed is not None:
-                    seeds = [item_seed(decode.seed, w) for w in wavs]
-                prefix = self.lm.prefix(feats.acoustic, feats.semantic)
-                codes = generate(self.lm, prefix, feats.frame_lengths, decode, seeds)
-            audio = self.codec.decode(codes).float().cpu()
-        return [audio[b, :n] for b, n in enumerate(lengths.tolist())]
+                    seeds = [item_seed(decode.seed, wavs[i]) for i in order]
+                prefixes = [self.lm.prefix(f.acoustic, f.semantic) for f in feats]
+                longest = max(p.shape[1] for p in prefixes)
+                prefix = torch.cat([F.pad(p, (0, 0, 0, longest - p.shape[1])) for p in prefixes])
+                frame_lengths = torch.cat([f.frame_lengths for f in feats])
+                decoded = generate(self.lm, prefix, frame_lengths, decode, seeds)
+                codes = decoded.split([len(rows) for rows in groups.values()])
+                codes = [c[..., : p.shape[1]] for c, p in zip(codes, prefixes)]
+            out: list[torch.Tensor] = [None] * len(wavs)
+            for c, rows in zip(codes, groups.values()):
+                audio = self.codec.decode(c).float().cpu()
+                for b, i in enumerate(rows):
+                    out[i] = audio[b, : len(wavs[i])]
+        return out

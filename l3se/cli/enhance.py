@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto",
                    help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (default: auto)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: 1 on the CPU unless OMP_NUM_THREADS is set, "
+                   "as more are slower for decoding on a shared machine; torch's default on CUDA)")
     p.add_argument("--mode", choices=("lm", "direct"),
                    help="lm: the language model generates the codec tokens; direct: the codec "
                    "quantizes and decodes the NI-Encoder's acoustic output, no LM (a diagnostic: "
@@ -68,11 +71,14 @@ def decode_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from l3se.cli import UserError
+    from l3se.cli import UserError, set_threads
     from l3se.enhance_corpus import InputError, enhance_corpus, exit_status
 
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be at least 1")
+    set_threads(args.threads, args.device)
     try:
         report = enhance_corpus(
             args.input, args.output, args.model, files_per_batch=args.batch_size,

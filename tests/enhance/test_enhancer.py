@@ -7,7 +7,7 @@ import torch
 from data_sim.audio import resample
 from l3se import enhancer as enhancer_mod
 from l3se.config import ConfigError
-from l3se.decoding import DecodeConfig
+from l3se.decoding import DecodeConfig, generate
 from l3se.enhancer import (
     CONFIG_FILE,
     Enhancer,
@@ -82,9 +82,19 @@ def test_resamples_and_downmixes(enh):
 
 def test_batch_equals_one_by_one(enh):
     x = noisy(2.0, seed=2)
-    # 20001 and 20100 share a codec frame count, so they batch together with different lengths.
+    # Four lengths, three codec frame counts (20001 and 20100 share one): one generate call
+    # decodes them all left-padded, and each output equals the item enhanced alone.
     items = [x[:32000], x[:20001], x[:9000], x[200:20300]]
-    batched = enh.enhance_batch([(w, SR) for w in items])
+    calls = []
+
+    def spy(lm, prefix, frame_lengths, *args, **kwargs):
+        calls.append(frame_lengths.tolist())
+        return generate(lm, prefix, frame_lengths, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("l3se.decoding.generate", spy)
+        batched = enh.enhance_batch([(w, SR) for w in items], chunks_per_batch=4)
+    assert len(calls) == 1 and sorted(calls[0]) == [8, 16, 16, 25]
     for w, y in zip(items, batched):
         assert y.shape == w.shape
         np.testing.assert_allclose(y, enh.enhance(w, SR), atol=1e-5)
