@@ -47,7 +47,7 @@ from l3se.decoding import DecodeConfig, generate  # noqa: E402
 from l3se.models.tokenizer import build_tokenizer  # noqa: E402
 from l3se.training.distributed import seed_everything  # noqa: E402
 from l3se.training.engine import Trainer  # noqa: E402
-from recipes.stages import STAGES, build_offline, resolve_config  # noqa: E402
+from recipes.stages import PIPELINE, STAGES, build_offline, resolve_config  # noqa: E402
 
 SAMPLE_RATE = 16000
 # Samples per codec frame: the LM decodes n_codebooks tokens per 1280 samples (12.5 Hz).
@@ -160,7 +160,7 @@ def bench_decoding(lm, seconds: float, batch: int, device: torch.device) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda: paper configs; cpu: tiny configs")
-    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    p.add_argument("--stages", nargs="+", default=PIPELINE, choices=list(STAGES))
     p.add_argument("--steps", type=int, help="timed steps per stage (default 20; cpu 2)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 3; cpu 1)")
     p.add_argument("--decode-batches", nargs="+", type=int, default=[1, 32])

@@ -106,6 +106,7 @@ class MixtureDataset(Dataset):
             "id": item.id,
             "offset": offset or 0.0,
             "text": None if cropped else item.text,
+            "words": _words_in(item.words, offset, len(clean) / self.cfg.sample_rate),
             "speaker": item.speaker,
             "snr_db": mix.snr_db,
             "reverb": mix.reverb,
@@ -128,6 +129,15 @@ class MixtureDataset(Dataset):
         offset = float(rng.uniform(0.0, item.duration - seg))
         wav = load_audio(item.path, sr, offset=offset, duration=seg, reject_silent=True)
         return wav, offset
+
+
+def _words_in(words: list | None, offset: float | None, duration: float) -> list | None:
+    """The word timings of a clip of ``duration`` s from ``offset`` (None: the whole utterance):
+    a crop keeps the words wholly inside it, shifted to its start."""
+    if words is None or offset is None:
+        return words
+    end = offset + duration
+    return [(w, s - offset, e - offset) for w, s, e in words if s >= offset and e <= end]
 
 
 def collate(batch: list[dict]) -> dict:

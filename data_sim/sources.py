@@ -27,6 +27,8 @@ class AudioItem:
     text: str | None = None
     speaker: str | None = None
     kind: str | None = None  # e.g. noise type, or "rir"
+    # [(word, start s, end s), ...] in time order, from a forced aligner or an estimate.
+    words: list[tuple[str, float, float]] | None = None
 
 
 class SourceError(ValueError):
@@ -112,7 +114,8 @@ def read_librispeech(root: str | Path) -> list[AudioItem]:
 
 def read_jsonl(manifest: str | Path) -> list[AudioItem]:
     """One JSON object a line: ``path`` (absolute or relative to the manifest), optional ``id``,
-    ``duration``, ``text``, ``speaker``, ``kind``. Missing files fail up front, all listed."""
+    ``duration``, ``text``, ``speaker``, ``kind``, ``words`` (``[[word, start, end], ...]`` in
+    seconds). Missing files fail up front, all listed."""
     manifest = Path(manifest)
     rows = []
     for n, row in jsonl_rows(manifest):
@@ -127,9 +130,19 @@ def read_jsonl(manifest: str | Path) -> list[AudioItem]:
         kwargs = {k: v for k, v in row.items() if k in fields}
         kwargs["path"] = str(p if p.is_absolute() else base / p)
         kwargs.setdefault("id", Path(row["path"]).with_suffix("").as_posix())
+        if kwargs.get("words") is not None:
+            kwargs["words"] = _word_times(manifest, row["words"])
         items.append(AudioItem(**kwargs))
     _require_existing(manifest, items)
     return _fill_durations(items)
+
+
+def _word_times(manifest: Path, words) -> list[tuple[str, float, float]]:
+    try:
+        return [(str(w), float(start), float(end)) for w, start, end in words]
+    except (TypeError, ValueError):
+        raise SourceError(f"{manifest}: 'words' must be [[word, start, end], ...], got "
+                          f"{str(words)[:80]}") from None
 
 
 def jsonl_rows(path: str | Path) -> list[tuple[int, dict]]:

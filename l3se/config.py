@@ -4,6 +4,9 @@ A config schema is a (nested) dataclass. ``load_config(Schema, "recipes/configs/
 ["optim.lr=1e-4"])`` reads the YAML file, applies ``key.sub=value`` overrides (values parsed as
 YAML, so ``1e-4``, ``true``, ``[1, 2]`` work) and builds the dataclass, checking every key and
 type on the way. An unknown key is an error naming it, with the closest valid spelling.
+
+A file may start from another: ``base: tiny.yaml`` (relative to the file) reads that one first and
+merges this file's keys over it, section by section, so a variant states only what it changes.
 """
 
 from __future__ import annotations
@@ -28,20 +31,43 @@ class ConfigError(ValueError):
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
+    data = _read_yaml(Path(path), ()) if path is not None else {}
     data = apply_overrides(data, overrides)
     return from_dict(schema, data)
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping in ``path`` merged over its ``base`` (``chain``: the files that led here)."""
+    if not path.is_file():
+        where = f" (base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: its base chain comes back to itself")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    data = loaded or {}
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a file name, got {base!r}")
+    return _merge(_read_yaml(path.parent / base, (*chain, path.resolve())), data)
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: sections merge key by key, anything else is replaced (a
+    ``null`` section switches it off)."""
+    out = _deep_copy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = _deep_copy(value)
+    return out
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

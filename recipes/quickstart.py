@@ -20,8 +20,9 @@ from pathlib import Path
 
 from recipes.stages import STAGES, resolve_config, run_stage
 
-# Optimizer steps per stage for the full quickstart, chosen so that the whole run fits in an hour
-# on 2 CPU cores (measured seconds per step in each tiny config's comments).
+# Optimizer steps per pipeline stage (in order) for the full quickstart, chosen so that the whole
+# run fits in an hour on 2 CPU cores (measured seconds per step in each tiny config's comments).
+# The optional stages (ttr, codec-3) run from a finished quickstart: `l3se recipe codec3-ablation`.
 STEPS = {"codec-1": 3000, "codec-2": 200, "s2t": 800, "distill": 1200, "lm": 5000}
 
 
@@ -82,7 +83,7 @@ def stage_overrides(stage: str, cfg: QuickstartConfig) -> list[str]:
 def train_stages(cfg: QuickstartConfig, log=print) -> dict[str, float]:
     """Run (or reuse) the five stages in order; returns seconds spent per stage."""
     seconds = {}
-    for stage in STAGES:
+    for stage in STEPS:
         model = cfg.runs / stage / "model"
         if model.is_dir():
             log(f"[quickstart] {stage}: reusing {model}")
@@ -95,9 +96,10 @@ def train_stages(cfg: QuickstartConfig, log=print) -> dict[str, float]:
     return seconds
 
 
-def resynthesize(codec_dir: Path, evalset: Path, out: Path) -> None:
-    """The codec's reconstruction of every clean reference: the ceiling any enhancer that decodes
-    through this codec can reach. Written as ``out/<subset>/clean/<id>.wav``."""
+def resynthesize(codec_dir: Path, manifest: Path, out: Path) -> None:
+    """The codec's reconstruction of every clean reference of an eval-set ``manifest``: the
+    ceiling any enhancer that decodes through this codec can reach. Written as
+    ``out/<subset>/clean/<id>.wav``."""
     import torch
 
     from data_sim.audio import load_audio, write_audio
@@ -105,7 +107,7 @@ def resynthesize(codec_dir: Path, evalset: Path, out: Path) -> None:
     from l3se.models.codec import WavCodec
 
     codec = WavCodec.from_pretrained(codec_dir).eval()
-    for item in load_manifest(evalset / "evalset.jsonl"):
+    for item in load_manifest(manifest):
         dest = out / item.subset / "clean" / f"{item.id}.wav"
         if dest.is_file():
             continue
@@ -212,7 +214,7 @@ def run(cfg: QuickstartConfig, log=print) -> dict:
                "codec": cfg.runs / "codec"}
     enhance_evalset(model, evalset, systems["enhanced"])
     enhance_evalset(model, evalset, systems["direct"], mode="direct")
-    resynthesize(cfg.runs / "codec-2" / "model", evalset, systems["codec"])
+    resynthesize(cfg.runs / "codec-2" / "model", evalset / "evalset.jsonl", systems["codec"])
     if cfg.promote:
         try:
             check_model_dir(DEFAULT_MODEL_DIR)

@@ -52,6 +52,8 @@ class Stage:
     upstream: dict[str, str] = field(default_factory=dict)
     # The task attribute holding the model that <output_dir>/model saves, for later stages.
     exported: str | None = None
+    # Outside the paper's five-stage pipeline (the quickstart and the GPU benchmark skip it).
+    optional: bool = False
 
     @property
     def recipe(self) -> ModuleType:
@@ -71,6 +73,14 @@ STAGES = {
               "train_codec", "CodecRecipeConfig", "codec2", {"init_from": "codec-1"}, "codec"),
         Stage("s2t", "WavS2T semantic teacher: speech prefix -> frozen Qwen3 transcript (or CTC)",
               "train_s2t", "S2TRecipeConfig", "s2t", {"backbone_from": "codec-2"}, "model"),
+        Stage("ttr", "Timed-Text Regularizer's summariser: WavLM frames per subword -> text "
+              "vectors (for codec-3's ttr loss)", "train_ttr", "TTRRecipeConfig", "ttr",
+              {"backbone_from": "codec-2"}, "summarizer", optional=True),
+        Stage("codec-3", "WavCodec fine-tuned from codec-2's model with language-model "
+              "objectives: ASR consistency, TTR, LLM-Codec (optional)", "train_codec",
+              "CodecRecipeConfig", "codec3",
+              {"init_from": "codec-2", "judge_from": "s2t", "summarizer_from": "ttr"}, "codec",
+              optional=True),
         Stage("distill",
               "NI-Encoder: noisy student distilled from the clean WavCodec/WavS2T encoders",
               "train_distill", "DistillRecipeConfig", "distill",
@@ -79,6 +89,10 @@ STAGES = {
               "train_lm", "LMRecipeConfig", "lm", {"codec": "codec-2", "ni_encoder": "distill"}),
     )
 }
+
+
+# The paper's pipeline: what the quickstart trains and an enhancer needs.
+PIPELINE = [name for name, stage in STAGES.items() if not stage.optional]
 
 
 def resolve_config(folder: str, name_or_path: str | Path) -> Path:

@@ -18,25 +18,37 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from l3se.config import ConfigError
 from l3se.models.s2t import WavS2TConfig
 from l3se.training.options import RecipeConfig
 from recipes.stages import load_upstream, main
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 @dataclass
-class S2TRecipeConfig(RecipeConfig):
-    model: WavS2TConfig = field(default_factory=WavS2TConfig)
-    # The WavCodec model directory whose WavLM the two teachers share (codec-2's
-    # output_dir/model); null keeps model.ssl as built.
+class ReadsCodecWavLM(RecipeConfig):
+    """What s2t and ttr share: they read codec-2's WavLM, and offline they train their own
+    tokenizer (there is no Qwen3 or BERT tokenizer without the hub)."""
+
+    # The WavCodec model directory whose WavLM this stage reads (codec-2's output_dir/model);
+    # null keeps model.ssl as built.
     backbone_from: str | None = None
     # Train a small tokenizer on data.speech's transcripts into output_dir/tokenizer (reused
-    # when there) and use it instead of model.tokenizer: the offline runs have no Qwen3.
+    # when there) and use it instead of the model's: the offline runs have no hub.
     tokenizer_from_data: bool = False
     tokenizer_vocab_size: int = 512
+
+
+@dataclass
+class S2TRecipeConfig(ReadsCodecWavLM):
+    model: WavS2TConfig = field(default_factory=WavS2TConfig)
 
 
 def check_data(cfg: S2TRecipeConfig) -> None:
@@ -53,9 +65,9 @@ def check_data(cfg: S2TRecipeConfig) -> None:
             )
 
 
-def data_tokenizer(cfg: S2TRecipeConfig) -> str:
-    """The tokenizer folder in output_dir, trained from ``data.speech``'s transcripts if
-    missing. Every rank builds the same one in a temporary folder and the first rename wins, so
+def data_tokenizer(cfg: ReadsCodecWavLM, vocab_size: int) -> str:
+    """The tokenizer folder in output_dir, trained (to at most ``vocab_size`` entries) from
+    ``data.speech``'s transcripts if missing; s2t's and ttr's offline text models read it. Every rank builds the same one in a temporary folder and the first rename wins, so
     no rank reads a half-written folder."""
     from data_sim.sources import load_source
     from l3se.models.tokenizer import build_tokenizer
@@ -69,7 +81,7 @@ def data_tokenizer(cfg: S2TRecipeConfig) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out.parent))
     try:
-        build_tokenizer(texts, tmp, cfg.tokenizer_vocab_size)
+        build_tokenizer(texts, tmp, vocab_size)
         os.rename(tmp, out)
     except OSError:
         if not out.is_dir():
@@ -80,24 +92,35 @@ def data_tokenizer(cfg: S2TRecipeConfig) -> str:
 
 
 def build_task(stage: str, cfg: S2TRecipeConfig):
-    from l3se.models.codec import WavCodec
     from l3se.models.s2t import WavS2T
     from l3se.training.s2t_task import S2TTask
 
     check_data(cfg)
+
+    def build(tokenizer: str | None) -> WavS2T:
+        model_cfg = cfg.model if tokenizer is None else dataclasses.replace(cfg.model,
+                                                                            tokenizer=tokenizer)
+        return WavS2T(model_cfg)
+
+    return S2TTask(build_reader(stage, cfg, build))
+
+
+def build_reader(stage: str, cfg: ReadsCodecWavLM, build: Callable[[str | None], nn.Module]):
+    """``build(tokenizer folder or None)``'s model with codec-2's WavLM copied in
+    (``backbone_from``)."""
+    from l3se.models.codec import WavCodec
+
     backbone = None
     if cfg.backbone_from is not None:
         backbone = load_upstream(stage, cfg, "backbone_from", WavCodec)
-    model_cfg = cfg.model
-    if cfg.tokenizer_from_data:
-        model_cfg = dataclasses.replace(model_cfg, tokenizer=data_tokenizer(cfg))
-    model = WavS2T(model_cfg)
+    model = build(data_tokenizer(cfg, cfg.tokenizer_vocab_size) if cfg.tokenizer_from_data
+                  else None)
     if backbone is not None:
         try:
             model.load_backbone_from(backbone)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(f"backbone_from: {e}") from None
-    return S2TTask(model)
+    return model
 
 
 if __name__ == "__main__":

@@ -49,3 +49,23 @@ def test_round_trip(tmp_path):
     save_config(cfg, tmp_path / "out.yaml")
     assert load_config(Cfg, tmp_path / "out.yaml") == cfg
 
+
+
+def test_a_file_states_only_what_it_changes_over_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nsteps: 3\noptim:\n  lr: 1.0e-3\n"
+                                        "  betas: [0.5, 0.6]\ntags: [a, b]\n")
+    (tmp_path / "mid.yaml").write_text("base: base.yaml\noptim:\n  lr: 2.0e-3\ntags: [c]\n")
+    (tmp_path / "top.yaml").write_text("base: mid.yaml\nname: top\npath: null\n")
+    cfg = load_config(Cfg, tmp_path / "top.yaml", ["steps=4"])
+    # Sections merge key by key; lists and scalars are replaced; overrides come last.
+    assert cfg == Cfg(name="top", steps=4, optim=Optim(2e-3, (0.5, 0.6)), tags=["c"])
+
+
+def test_a_base_that_is_missing_or_circular_is_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="a.yaml: its base chain comes back to itself"):
+        load_config(Cfg, tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"gone.yaml \(base of .*c.yaml\)"):
+        load_config(Cfg, tmp_path / "c.yaml")

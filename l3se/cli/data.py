@@ -35,6 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_evalset)
 
     p = cmds.add_parser(
+        "word-times",
+        help="add estimated word timings to a speech manifest (for the TTR objective)",
+        description="Write OUT, a copy of the JSONL manifest IN with a 'words' field "
+        "([[word, start, end], ...] in seconds) on every utterance with a transcript. The "
+        "timings are estimated from the audio's active-speech span, not forced-aligned: see "
+        "data_sim.word_times.",
+    )
+    p.add_argument("inp", type=Path, metavar="IN", help="JSONL manifest with 'text' fields")
+    p.add_argument("out", type=Path, metavar="OUT", help="the manifest to write")
+    p.set_defaults(func=_word_times)
+
+    p = cmds.add_parser(
         "summary",
         help="simulate mixtures from a data config and print their statistics",
     )
@@ -69,6 +81,19 @@ def _evalset(args) -> int:
         raise UserError(str(e)) from None
     subsets = sorted({r["subset"] for r in rows})
     print(f"wrote {len(rows)} mixtures ({', '.join(subsets)}) and {args.out / 'evalset.jsonl'}")
+    return 0
+
+
+def _word_times(args) -> int:
+    from data_sim.sources import SourceError
+    from data_sim.word_times import add_word_times
+    from l3se.cli import UserError
+
+    try:
+        n = add_word_times(args.inp, args.out)
+    except SourceError as e:
+        raise UserError(str(e)) from None
+    print(f"wrote {n} utterances with word timings to {args.out}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from torch import nn
 from l3se.models.heads import AcousticEncoder, AcousticHeadConfig
 from l3se.models.modules import PosNet, Upsample
 from l3se.models.ssl import LayerMixture, SSLConfig, WavLMBackbone
-from l3se.models.weights import Pretrained
+from l3se.models.weights import CONFIG_FILE, WEIGHTS_FILE, Pretrained
 
 
 @dataclass
@@ -92,6 +93,8 @@ class CodecOutput:
     audio: torch.Tensor  # [B, S] reconstruction, trimmed to the input length
     codes: torch.Tensor  # [B, Q, T12]
     latent: torch.Tensor  # [B, T12, D] encoder output before quantization
+    # [B, D, T12] what the decoder reads (straight-through: its gradient reaches the encoder)
+    quantized: torch.Tensor
     commitment_loss: torch.Tensor  # scalar
     codebook_loss: torch.Tensor  # scalar
 
@@ -196,6 +199,7 @@ class WavCodec(Pretrained, nn.Module):
             audio=self.decoder(z)[..., : wav.shape[-1]],
             codes=codes,
             latent=latent,
+            quantized=z,
             commitment_loss=commitment,
             codebook_loss=codebook,
         )
@@ -203,3 +207,36 @@ class WavCodec(Pretrained, nn.Module):
     def portable_config(self) -> WavCodecConfig:
         ssl = dataclasses.replace(self.cfg.ssl, pretrained=None, arch=self.ssl.arch())
         return dataclasses.replace(self.cfg, ssl=ssl)
+
+
+def copy_wavlm(codec: WavCodec | str | Path, backbone: WavLMBackbone) -> None:
+    """Copy a WavCodec's WavLM (the module or a saved ``from_pretrained`` folder) into
+    ``backbone``: the semantic teacher and the TTR summariser read the codec's own. Layers the
+    backbone does not have (a summariser that stops at the layer it reads) are left out."""
+    if isinstance(codec, (str, Path)):
+        from safetensors.torch import load_file
+
+        from l3se.config import load_config
+
+        path = Path(codec)
+        if not (path / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a saved WavCodec: {WEIGHTS_FILE} missing")
+        ssl_cfg = load_config(WavCodecConfig, path / CONFIG_FILE).ssl
+        weights = load_file(str(path / WEIGHTS_FILE))
+        state = {k[len("ssl.") :]: v for k, v in weights.items() if k.startswith("ssl.")}
+    else:
+        ssl_cfg, state = codec.ssl.cfg, codec.ssl.state_dict()
+    if ssl_cfg.normalize_input != backbone.cfg.normalize_input:
+        raise ValueError(
+            "the codec's WavLM sees "
+            f"{'normalised' if ssl_cfg.normalize_input else 'raw'} input and this model's "
+            "does not: set ssl.normalize_input to match"
+        )
+    kept = len(backbone.model.encoder.layers)
+    layer = "model.encoder.layers."
+    state = {k: v for k, v in state.items()
+             if not (k.startswith(layer) and int(k[len(layer):].split(".")[0]) >= kept)}
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"the codec's WavLM does not fit this model's ssl.arch: {e}") from None

@@ -152,33 +152,44 @@ class WavS2T(nn.Module):
         and eos for ntp; CTC loss per target token for ctc)."""
         if len(texts) != wav.shape[0]:
             raise ValueError(f"{wav.shape[0]} waveforms but {len(texts)} transcripts")
+        return self.target_loss(wav, lengths, self.targets(self.tokenize(texts)))
+
+    def targets(self, ids: list[list[int]], limit: int | None = None) -> list[list[int]]:
+        """Token ids -> the sequences the loss scores: each cut to ``limit`` tokens (default
+        ``max_text_tokens``); for ntp, eos follows every one that was not cut."""
+        limit = self.cfg.max_text_tokens if limit is None else limit
+        eos = [self.tokenizer.eos_token_id] if self.cfg.objective == "ntp" else []
+        return [t[:limit] + (eos if len(t) <= limit else []) for t in ids]
+
+    def target_loss(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None, targets: list[list[int]]
+    ) -> torch.Tensor:
+        """wav [B, S], lengths [B], B ``targets`` sequences -> scalar loss (mean over target
+        tokens for ntp; CTC loss per target token for ctc)."""
         semantic, mask = self.encode(wav, lengths)
         frames = self._frame_lengths(mask, semantic)
-        ids = self.tokenize(texts)
         if self.cfg.objective == "ctc":
-            return self._ctc_loss(semantic, frames, ids)
-        return self._ntp_loss(self.proj(semantic), frames, ids)
+            return self._ctc_loss(semantic, frames, targets)
+        return self._ntp_loss(self.proj(semantic), frames, targets)
 
-    def _ntp_loss(self, prefix: torch.Tensor, frames: torch.Tensor, ids: list[list[int]]):
-        """prefix [B, T50, H] -> next-token loss on each item's transcript + eos. Item i is laid
-        out as [its n_i valid frames, its tokens], right-padded: padded frames never enter
-        the sequence, and every item's text starts at position n_i."""
+    def _ntp_loss(self, prefix: torch.Tensor, frames: torch.Tensor, targets: list[list[int]]):
+        """prefix [B, T50, H] -> next-token loss on each item's target sequence. Item i is laid
+        out as [its n_i valid frames, its targets but the last], right-padded: padded frames
+        never enter the sequence, and every item's text starts at position n_i."""
         dev = prefix.device
-        eos = self.tokenizer.eos_token_id
         embed = self.llm.get_input_embeddings()
-        rows, targets = [], []
-        for i, tokens in enumerate(ids):
-            cut = tokens[: self.cfg.max_text_tokens]
-            # The last prefix frame predicts the first token, the last token eos (unless cut).
-            follow = cut + ([eos] if len(cut) == len(tokens) else [])
-            tokens_t = torch.tensor(cut, dtype=torch.long, device=dev)
+        rows, label_rows = [], []
+        for i, follow in enumerate(targets):
+            # The last prefix frame predicts the first target, each target the next; nothing
+            # is scored after the last, so it needs no input position.
+            tokens_t = torch.tensor(follow[:-1], dtype=torch.long, device=dev)
             rows.append(torch.cat([prefix[i, : frames[i]], embed(tokens_t).to(prefix.dtype)]))
             target = torch.full((len(rows[-1]),), -100, dtype=torch.long, device=dev)
             start = int(frames[i]) - 1
             target[start : start + len(follow)] = torch.tensor(follow, dtype=torch.long)
-            targets.append(target)
+            label_rows.append(target)
         inputs = pad_sequence(rows, batch_first=True)
-        labels = pad_sequence(targets, batch_first=True, padding_value=-100)
+        labels = pad_sequence(label_rows, batch_first=True, padding_value=-100)
         sizes = torch.tensor([len(r) for r in rows], device=dev)
         positions = torch.arange(inputs.shape[1], device=dev)[None].expand(len(rows), -1)
         attention = (positions < sizes[:, None]).long()
@@ -191,14 +202,13 @@ class WavS2T(nn.Module):
         logits = self.llm.lm_head(hidden[keep])
         return F.cross_entropy(logits.float(), labels[keep])
 
-    def _ctc_loss(self, semantic: torch.Tensor, frames: torch.Tensor, ids: list[list[int]]):
+    def _ctc_loss(self, semantic: torch.Tensor, frames: torch.Tensor, targets: list[list[int]]):
         log_probs = self.ctc_head(semantic).float().log_softmax(-1)
-        cut = [t[: self.cfg.max_text_tokens] for t in ids]
-        targets = torch.tensor([i for t in cut for i in t], dtype=torch.long)
-        target_lengths = torch.tensor([len(t) for t in cut], dtype=torch.long)
+        flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
         return F.ctc_loss(
             log_probs.transpose(0, 1),
-            targets.to(semantic.device),
+            flat.to(semantic.device),
             frames,
             target_lengths.to(semantic.device),
             blank=self.vocab_size,
@@ -215,14 +225,22 @@ class WavS2T(nn.Module):
     ) -> list[str]:
         """wav [B, S], lengths [B] -> B greedy transcripts (at most ``max_tokens`` tokens,
         default ``max_text_tokens``)."""
+        limit = max_tokens if max_tokens is not None else self.cfg.max_text_tokens
+        ids = self.greedy_ids(wav, lengths, limit)
+        return [self.tokenizer.decode(t[:limit], skip_special_tokens=True).strip() for t in ids]
+
+    @torch.no_grad()
+    def greedy_ids(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None, max_tokens: int | None = None
+    ) -> list[list[int]]:
+        """wav [B, S], lengths [B] -> B greedy token id lists, eos excluded: ntp stops at
+        ``max_tokens`` (default ``max_text_tokens``), ctc's best path has no limit."""
         semantic, mask = self.encode(wav, lengths)
         frames = self._frame_lengths(mask, semantic)
-        limit = max_tokens if max_tokens is not None else self.cfg.max_text_tokens
         if self.cfg.objective == "ctc":
-            ids = self._ctc_decode(semantic, frames)
-        else:
-            ids = self._greedy(self.proj(semantic), frames, limit)
-        return [self.tokenizer.decode(t[:limit], skip_special_tokens=True).strip() for t in ids]
+            return self._ctc_decode(semantic, frames)
+        limit = max_tokens if max_tokens is not None else self.cfg.max_text_tokens
+        return self._greedy(self.proj(semantic), frames, limit)
 
     def _greedy(self, prefix: torch.Tensor, frames: torch.Tensor, limit: int) -> list[list[int]]:
         """Greedy decoding with the KV cache. Prefixes are left-padded so every item's next
@@ -279,31 +297,9 @@ class WavS2T(nn.Module):
     def load_backbone_from(self, codec) -> None:
         """Copy a WavCodec's WavLM (a module or a saved ``from_pretrained`` folder) into
         ``self.ssl``: the two teachers share one backbone."""
-        if isinstance(codec, (str, Path)):
-            from safetensors.torch import load_file
+        from l3se.models.codec import copy_wavlm
 
-            from l3se.models.codec import WavCodecConfig
-
-            path = Path(codec)
-            if not (path / WEIGHTS_FILE).is_file():
-                raise FileNotFoundError(f"{path} is not a saved WavCodec: {WEIGHTS_FILE} missing")
-            ssl_cfg = load_config(WavCodecConfig, path / CONFIG_FILE).ssl
-            weights = load_file(str(path / WEIGHTS_FILE))
-            state = {k[len("ssl.") :]: v for k, v in weights.items() if k.startswith("ssl.")}
-        else:
-            ssl_cfg, state = codec.ssl.cfg, codec.ssl.state_dict()
-        if ssl_cfg.normalize_input != self.cfg.ssl.normalize_input:
-            raise ValueError(
-                "the codec's WavLM sees "
-                f"{'normalised' if ssl_cfg.normalize_input else 'raw'} input and this model's "
-                "does not: set ssl.normalize_input to match"
-            )
-        try:
-            self.ssl.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(
-                f"the codec's WavLM does not fit this model's ssl.arch: {e}"
-            ) from None
+        copy_wavlm(codec, self.ssl)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``config.yaml`` + ``model.safetensors`` + ``tokenizer/``; WavLM and the LLM

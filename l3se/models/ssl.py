@@ -177,7 +177,10 @@ class WavLMBackbone(nn.Module):
         for layer in layers:
             hooks.append(layer.register_forward_hook(lambda _, a, out: states.append(out[0])))
         try:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.frozen):
+            # A frozen backbone builds a graph only for an input that needs a gradient: audio
+            # judged by a frozen model (codec-3's objectives) must get one back through it.
+            grad = not self.cfg.frozen or wav.requires_grad
+            with torch.set_grad_enabled(torch.is_grad_enabled() and grad):
                 self.model(wav, attention_mask=attention_mask)
         finally:
             for hook in hooks:

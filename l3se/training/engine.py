@@ -285,19 +285,22 @@ class Trainer:
         caches = []
         disc = task.discriminator
         with _frozen(disc) if disc is not None else contextlib.nullcontext():
+            update = task.updates_generator(self.step)
             for _ in range(accum):
                 t0 = time.perf_counter()
                 batch = self._to_device(next(batches))
                 waited = time.perf_counter() - t0
                 self._times["data"] += waited
                 self.timings["data"] += waited
-                with self._autocast():
+                with self._autocast(), torch.set_grad_enabled(update):
                     out = task.training_step(batch, self.step)
-                (out.loss / accum).backward()
+                if update:
+                    (out.loss / accum).backward()
                 self._accumulate(out.logs, accum)
                 caches.append(out.cache)
         with _uninterrupted():
-            self._optimizer_step("generator")
+            if update:
+                self._optimizer_step("generator")
             if disc is not None:
                 for cache in caches:
                     with self._autocast():

@@ -14,14 +14,17 @@ from typing import Any
 from torch import nn
 
 from l3se.config import ConfigError
+from l3se.models.asr_loss import PAPER_WHISPER, WHISPER_TINY, ASRLossConfig
 from l3se.models.llm import PAPER_QWEN3, QWEN3_0_6B, LLMConfig
 from l3se.models.s2t import WavS2TConfig
 from l3se.models.ssl import PAPER_WAVLM, WAVLM_LARGE, SSLConfig
+from l3se.models.ttr import BERT_BASE, PAPER_BERT, TextVectorConfig
 from l3se.training.distributed import BUCKET_ELEMENTS
 from l3se.training.options import OptimConfig, RecipeConfig
 from l3se.training.task import Task
 
-STORED_ARCHITECTURES = {PAPER_WAVLM: WAVLM_LARGE, PAPER_QWEN3: QWEN3_0_6B}
+STORED_ARCHITECTURES = {PAPER_WAVLM: WAVLM_LARGE, PAPER_QWEN3: QWEN3_0_6B,
+                        PAPER_WHISPER: WHISPER_TINY, PAPER_BERT: BERT_BASE}
 # len(AutoTokenizer.from_pretrained("Qwen/Qwen3-0.6B")): the CTC head's classes at paper scale.
 QWEN3_TOKENIZER_SIZE = 151669
 # Bytes per trainable parameter, in its own dtype's units: weights, gradients, AdamW's two
@@ -43,9 +46,9 @@ def stored_architecture(name: str) -> dict[str, Any]:
 
 
 def offline(cfg: Any) -> Any:
-    """``cfg`` (any config dataclass) with every hub-named WavLM / Qwen3 replaced by its stored
-    architecture (random weights), so that it builds without the hub; a WavS2T's vocabulary size
-    is filled in where only the hub's tokenizer or LLM would tell it."""
+    """``cfg`` (any config dataclass) with every hub-named model (WavLM, Qwen3, BERT, Whisper)
+    replaced by its stored architecture (random weights), so that it builds without the hub; a
+    WavS2T's vocabulary size is filled in where only the hub's tokenizer or LLM would tell it."""
     if not dataclasses.is_dataclass(cfg):
         return cfg
     changes = {
@@ -59,8 +62,10 @@ def offline(cfg: Any) -> Any:
             changes["vocab_size"] = stored_architecture(cfg.llm.pretrained)["vocab_size"]
         elif cfg.tokenizer == PAPER_QWEN3:
             changes["vocab_size"] = QWEN3_TOKENIZER_SIZE
-    if isinstance(cfg, (SSLConfig, LLMConfig)) and cfg.pretrained:
+    if isinstance(cfg, (SSLConfig, LLMConfig, TextVectorConfig)) and cfg.pretrained:
         changes.update(pretrained=None, arch=stored_architecture(cfg.pretrained))
+    if isinstance(cfg, ASRLossConfig) and cfg.judge == "whisper" and cfg.whisper_arch is None:
+        changes["whisper_arch"] = stored_architecture(cfg.whisper)
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 

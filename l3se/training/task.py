@@ -47,6 +47,11 @@ class Task(nn.Module):
             skip = {id(p) for p in self.discriminator.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
 
+    def updates_generator(self, step: int) -> bool:
+        """Whether optimizer step ``step`` updates the generator; when not, ``training_step``
+        runs without gradients, only to feed the discriminator (a discriminator warm-up)."""
+        return True
+
     def training_step(self, batch: dict, step: int) -> StepOutput:
         raise NotImplementedError
 

@@ -2,7 +2,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from recipes.stages import STAGES
+from recipes.stages import PIPELINE
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu.py"
 
@@ -15,7 +15,7 @@ def test_the_gpu_benchmark_runs_every_stage_and_decodes_in_its_cpu_mode(capsys):
     bench.main(["--device", "cpu"])
     out = capsys.readouterr().out
     print(out)
-    for stage in STAGES:
+    for stage in PIPELINE:
         row = re.search(rf"^{stage} +(\d+) x (\d+) x +([\d.]+) s +([\d.]+) +([\d.]+) +-$", out,
                         re.MULTILINE)
         assert row, stage

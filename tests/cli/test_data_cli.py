@@ -12,13 +12,17 @@ def listed_subcommands(*args: str) -> list[str]:
     out = subprocess.run([sys.executable, "-m", "l3se", *args, "--help"], capture_output=True,
                          text=True, check=True).stdout
     section = out.split("positional arguments:\n", 1)[1].split("\n\n", 1)[0]
-    # Subcommands are indented four spaces, each with its help text; wrapped lines deeper.
-    return re.findall(r"^ {4}(\S+) +\S", section, re.M)
+    # Subcommands are indented four spaces, their help text beside them or, for a long name, on
+    # the next line; wrapped help lines are indented deeper.
+    return re.findall(r"^ {4}(\S+)", section, re.M)
 
 
 def test_help_lists_subcommands():
     assert listed_subcommands() == ["data", "recipe", "train", "enhance", "evaluate", "diagnose"]
-    assert listed_subcommands("train") == ["codec-1", "codec-2", "s2t", "distill", "lm"]
+    assert listed_subcommands("train") == ["codec-1", "codec-2", "s2t", "ttr", "codec-3", "distill",
+                                           "lm"]
+    assert listed_subcommands("data") == ["starter", "evalset", "word-times", "summary"]
+    assert listed_subcommands("recipe") == ["quickstart", "codec3-ablation"]
 
 
 def test_summary_on_a_corpus(corpus, capsys):
@@ -52,3 +56,15 @@ def test_evalset_cli(corpus, capsys):
     assert rc == 0 and "wrote 6 mixtures" in capsys.readouterr().out
     rows = [json.loads(x) for x in (out / "evalset.jsonl").read_text().splitlines()]
     assert all((out / r["noisy"]).is_file() and (out / r["clean"]).is_file() for r in rows)
+
+
+def test_word_times_cli(corpus, capsys):
+    out = corpus / "words.jsonl"
+    assert main(["data", "word-times", str(corpus / "speech.jsonl"), str(out)]) == 0
+    assert f"wrote 6 utterances with word timings to {out}" in capsys.readouterr().out
+    for item in load_source(out):
+        assert [w for w, _, _ in item.words] == item.text.split()
+        assert all(0 <= s < e <= item.duration + 0.01 for _, s, e in item.words)
+    assert main(["data", "word-times", str(corpus / "nope.jsonl"), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("l3se: error:") and "nope.jsonl" in err and "\n" not in err

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,30 @@ def test_check_from_the_command_line():
     assert out.returncode == 0, out.stderr
     assert "on 8: batch: 3 per process x 8 processes x 1 accumulation = 24 per step" in out.stdout
     assert out.stdout.strip().endswith("OK: codec-1 can launch on 2, 8 processes")
+
+
+@pytest.mark.parametrize(("stage", "overrides", "error"), [
+    ("codec-2", ["asr.weight=1.0"], "asr: codec-3 options (this is codec-2)"),
+    ("codec-1", ["train_parts=[decoder]", "generator_warmup=5"],
+     "train_parts, generator_warmup: codec-3 options (this is codec-1)"),
+    ("codec-2", ["discriminator=null"], "codec-2 is the stage that trains it"),
+    ("codec-3", ["asr.judge=s2t", "judge_from=null"], "asr.judge s2t: set judge_from"),
+    ("codec-3", ["ttr.weight=1.0"], "ttr: set summarizer_from"),
+    ("codec-3", ["train_parts=[decoder, vocoder]"], "train_parts: no codec part named vocoder"),
+])
+def test_codec_stage_options_are_checked(stage, overrides, error):
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        check_launch(stage, "tiny", overrides)
+
+
+def test_a_variant_config_changes_only_what_it_names():
+    cls, folder = STAGES["codec-3"].config_class, STAGES["codec-3"].folder
+    base = load_config(cls, resolve_config(folder, "tiny"))
+    asr = load_config(cls, resolve_config(folder, "tiny_asr"))
+    assert asr.asr.weight == 10.0 and asr.judge_from == "runs/s2t-ctc-judge-tiny/model"
+    assert (asr.train.output_dir, base.asr) == ("runs/codec3-tiny-asr", None)
+    same = dataclasses.replace(asr, asr=None, judge_from=None,
+                               train=dataclasses.replace(asr.train, output_dir=base.train.output_dir))
+    assert same == base
+    sa = load_config(cls, resolve_config(folder, "tiny_sa"))
+    assert sa.llm_codec.ftp_heads == 0 and sa.llm_codec.sa_cos_weight == 0.1
