@@ -98,7 +98,7 @@ def train_variants(cfg: AblationConfig, log=print) -> tuple[dict[str, Path], Pat
         # The quickstart's next-token WavS2T cannot transcribe (see s2t/tiny_ctc_judge.yaml).
         log("[ablation] ASR judge: s2t tiny_ctc_judge")
         judge = _train("s2t", "tiny_ctc_judge", cfg.out / "s2t-ctc-judge",
-                       [f"backbone_from={codec2}", f"train.max_steps={cfg.judge_steps}"])
+                       [*data, f"backbone_from={codec2}", f"train.max_steps={cfg.judge_steps}"])
         upstream.append(f"judge_from={judge}")
     if any(v.ttr is not None for v in variants.values()):
         log("[ablation] ttr summariser")
