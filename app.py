@@ -79,8 +79,8 @@ class ModelCache:
             raise gr.Error(str(e), title="Not a model directory") from None
 
     def card(self, typed: str | None) -> tuple[str, str]:
-        """(model card, its measured table) as markdown for the directory typed so far, or why
-        there is none: shown while typing, so it never raises."""
+        """(the model card's one line, the whole card) as markdown for the directory typed so
+        far, or why there is none: shown while typing, so it never raises."""
         try:
             return model_markdown(self.resolve(typed))
         except gr.Error as e:
@@ -267,8 +267,8 @@ def build_app(
                     label="Model directory", elem_id="model-dir",
                     placeholder=f"empty: the default model ({default_dir})",
                 )
-                card_text, measured_text = cache.card("")
-                card = gr.Markdown(card_text, elem_id="model-card")
+                card_line, card_text = cache.card("")
+                card = gr.Markdown(card_line, elem_id="model-card")
                 with gr.Accordion("Decoding", open=False):
                     strategy = gr.Radio(["greedy", "sample"], value=decode.strategy,
                                         label="Strategy")
@@ -290,9 +290,9 @@ def build_app(
                                elem_id="noisy-spec")
             spec_out = gr.Image(label="Enhanced spectrogram", format="png", interactive=False,
                                 elem_id="enhanced-spec")
-        with gr.Accordion("Measured results of this model (from its model card)", open=False):
-            measured = gr.Markdown(measured_text, elem_id="model-measured")
-        model_box.change(cache.card, model_box, [card, measured], show_progress="hidden",
+        with gr.Accordion("Model card: training data, warnings and measured results", open=False):
+            full_card = gr.Markdown(card_text, elem_id="model-card-full")
+        model_box.change(cache.card, model_box, [card, full_card], show_progress="hidden",
                          queue=False)
         # One request at a time: a second model pass in parallel would only contend for the device.
         button.click(

@@ -10,16 +10,18 @@
                engine's gain without the codebook-sliced head
 
     .venv/bin/python benchmarks/bench_decode.py [--quick] [--sizes tiny mid 0.6b] [--batches 1 8]
+    .venv/bin/python benchmarks/bench_decode.py --threads 1 2 4   # the token loop's CPU threads
     .venv/bin/python benchmarks/bench_decode.py --device cuda    # Qwen3-0.6B size, bf16 autocast
 
 On the CPU (fp32) every decoder must return the engine's codes (asserted before any ratio is
-printed). The 0.6b model is left out there by default: it takes about 6 minutes at batch 1 on
-one thread (every decoder about 0.2 s per token, within 4% of each other: reading 1.8 GB of fp32
-weights per token bounds them all), and it runs at batch 1 only. On CUDA (bf16 autocast, batch 1
-and 32 by default) kernels differ with the attended length, so the share of tokens equal to the
-engine's is printed instead. Times are medians over interleaved repeats; "audio x" is seconds of
-audio decoded per second (100 tokens per audio second), RTF its inverse. The last line is the
-engine's speed over ``hf`` at batch 1 on the largest model measured.
+printed). The 0.6b model is left out there by default (reading its fp32 weights per token bounds
+every decoder; minutes per run) and runs at batch 1 only. On CUDA (bf16 autocast, batch 1 and 32
+by default) kernels differ with the attended length, so the share of tokens equal to the engine's
+is printed instead. Times are medians over interleaved repeats; "audio x" is seconds of audio
+decoded per second (100 tokens per audio second), RTF its inverse. With several ``--threads``,
+the engine's speed at each count over the first is printed (the machine's load decides it: run
+it where the enhancer runs). The last line is the engine's speed over ``hf`` at batch 1 on the
+largest model measured.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from l3se import decoding  # noqa: E402
-from l3se.decoding import DecodeConfig, generate, left_pad  # noqa: E402
+from l3se.decoding import DecodeConfig, DecodeEngine, generate, left_pad  # noqa: E402
 from l3se.models.llm import QWEN3_0_6B, QWEN3_TINY, LLMConfig  # noqa: E402
 from l3se.models.lm import SpeechLM, SpeechLMConfig  # noqa: E402
 from l3se.models.tokens import BOS, PAD  # noqa: E402
@@ -92,20 +94,23 @@ def full_head_generate(lm: SpeechLM, prefix: torch.Tensor, lengths: torch.Tensor
     tokens, weight, pick = lm.tokens, lm.llm.lm_head.weight, decoding.pick
     calls = itertools.count()
 
-    def pick_in_codebook(logits, cfg, generators):
+    def pick_in_codebook(logits, cfg, noise):
         start, stop = tokens.legal_range(next(calls))
         masked = torch.full_like(logits, float("-inf"))
         masked[:, start:stop] = logits[:, start:stop]
-        return pick(masked, cfg, generators) - start
+        return pick(masked, cfg, noise) - start
 
     with mock.patch.object(lm, "codebook_head", lambda: weight.expand(tokens.n_codebooks, -1, -1)), \
             mock.patch.object(decoding, "pick", pick_in_codebook):
-        return generate(lm, prefix, lengths, DecodeConfig())
+        return generate(lm, prefix, lengths, DecodeConfig(), engine=ENGINE)
 
 
+# The engine's state outlives a call, as an Enhancer's does: the warm-up captures the CUDA graph
+# that the timed calls replay (a graph per model: the key holds the weights' storage).
+ENGINE = DecodeEngine()
 DECODERS = {
     "per-token": lambda lm, p, n: reference_generate(lm, p, n, DecodeConfig()),
-    "engine": lambda lm, p, n: generate(lm, p, n, DecodeConfig()),
+    "engine": lambda lm, p, n: generate(lm, p, n, DecodeConfig(), engine=ENGINE),
     "hf": hf_generate,
     "full-head": full_head_generate,
 }
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--batches", nargs="+", type=int, help="default: 1 8 on the CPU, 1 32 on CUDA")
     p.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=list(DECODERS))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", nargs="+", type=int, default=[1],
+                   help="torch CPU threads, one run per count (default: 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per decoder; the median counts")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -140,16 +146,17 @@ def main(argv: list[str] | None = None) -> float:
     args.sizes = args.sizes or (["0.6b"] if gpu else ["tiny", "mid"])
     args.batches = args.batches or ([1, 32] if gpu else [1, 8])
     args.seconds = args.seconds or (4.0 if gpu else 1.0)
-    torch.set_num_threads(args.threads)
     frames = math.ceil(args.seconds * FRAME_RATE)
     amp = torch.autocast(device.type, torch.bfloat16, enabled=gpu)
 
-    print(f"device {device}, {'bf16 autocast' if gpu else 'fp32'}, torch threads "
-          f"{torch.get_num_threads()}, {frames} frames = {8 * frames} tokens per item, greedy")
-    print(f"{'model':>6} {'params':>8} {'batch':>5} {'decoder':>9} {'seconds':>8} {'tok/s':>8} "
-          f"{'audio x':>8} {'RTF':>7} {'same':>6}")
+    print(f"device {device}, {'bf16 autocast' if gpu else 'fp32'}, {frames} frames = "
+          f"{8 * frames} tokens per item, greedy")
+    print(f"{'model':>6} {'params':>8} {'batch':>5} {'threads':>7} {'decoder':>9} {'seconds':>8} "
+          f"{'tok/s':>8} {'audio x':>8} {'RTF':>7} {'same':>6}")
     ratio = None
-    for size in args.sizes:
+    engine_times: dict[tuple[str, int], dict[int, float]] = {}
+    for size, threads in itertools.product(args.sizes, args.threads):
+        torch.set_num_threads(threads)
         torch.manual_seed(0)
         cfg = SpeechLMConfig(llm=LLMConfig(pretrained=None, arch=SIZES[size]), prefix="acoustic",
                              acoustic_dim=64, adapter_hidden=64)
@@ -176,11 +183,19 @@ def main(argv: list[str] | None = None) -> float:
                     raise AssertionError(f"{size} batch {batch}: {name} decoded other codes")
                 t = statistics.median(times[name])
                 audio, tokens = batch * frames / FRAME_RATE, codes[name].numel()
-                print(f"{size:>6} {params / 1e6:7.1f}M {batch:>5} {name:>9} {t:8.3f} "
-                      f"{tokens / t:8.0f} {audio / t:8.2f} {t / audio:7.3f} {same:6.1%}")
+                print(f"{size:>6} {params / 1e6:7.1f}M {batch:>5} {threads:>7} {name:>9} "
+                      f"{t:8.3f} {tokens / t:8.0f} {audio / t:8.2f} {t / audio:7.3f} {same:6.1%}")
+            if "engine" in times:
+                engine_times.setdefault((size, batch), {})[threads] = statistics.median(
+                    times["engine"])
             if batch == 1 and {"engine", "hf"} <= times.keys():
                 ratio = statistics.median(times["hf"]) / statistics.median(times["engine"])
                 label = f"{size}, batch 1"
+    for (size, batch), by_threads in engine_times.items():
+        first, base = next(iter(by_threads.items()))
+        for threads, t in list(by_threads.items())[1:]:
+            print(f"engine speed at {threads} threads / at {first}: {base / t:.2f}x "
+                  f"({size}, batch {batch})")
     if ratio is not None:
         print(f"engine / transformers generate speed ({label}): {ratio:.2f}x")
     return ratio

@@ -6,7 +6,7 @@ lengths share a batch (the LM decodes them left-padded, see ``Enhancer._batches`
 keep the comparison free of padding, so this measures what ``--batch-size`` buys at best.
 
     .venv/bin/python benchmarks/bench_enhance.py [--files 8] [--seconds 2] [--device cpu]
-                                                 [--threads 1]
+                                                 [--threads N] [--decode-threads 1]
 
 RTF < 1 is faster than real time: end-to-end is wall time (reading, enhancing, writing, report),
 model time is the enhancer's alone. Outputs are rewritten in every run (overwrite).
@@ -49,18 +49,21 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=2.0, help="segment length (at most 3 s)")
     ap.add_argument("--device", default="auto")
-    # One thread: on a shared CPU more threads mostly add contention (measured 13x slower at 2).
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--decode-threads", type=int, default=1,
+                    help="CPU threads of the token loop (the enhancer's default: 1)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = Enhancer.from_pretrained(DEFAULT_MODEL_DIR, device=args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = Enhancer.from_pretrained(DEFAULT_MODEL_DIR, device=args.device,
+                                     decode_threads=args.decode_threads)
     batched = model.cfg.chunks_per_batch
     with tempfile.TemporaryDirectory() as tmp:
         noisy, out = Path(tmp) / "noisy", Path(tmp) / "out"
         audio = write_segments(noisy, args.files, args.seconds, model.sample_rate)
         model.enhance(load_audio(noisy / "000.wav", model.sample_rate), model.sample_rate)  # warm-up
         print(f"bundled model, {args.files} files x {args.seconds:g} s, device {model.device}, "
-              f"{args.threads} threads")
+              f"{torch.get_num_threads()} torch threads, token loop {args.decode_threads}")
         rtf = {}
         for size in (1, batched):
             start = time.perf_counter()

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_sim.dataset import collate  # noqa: E402
 from l3se.config import load_config  # noqa: E402
-from l3se.decoding import DecodeConfig, generate  # noqa: E402
+from l3se.decoding import DecodeConfig, DecodeEngine, generate  # noqa: E402
 from l3se.models.tokenizer import build_tokenizer  # noqa: E402
 from l3se.training.distributed import seed_everything  # noqa: E402
 from l3se.training.engine import Trainer  # noqa: E402
@@ -142,13 +142,14 @@ def bench_decoding(lm, seconds: float, batch: int, device: torch.device) -> str:
     frames = math.ceil(seconds * SAMPLE_RATE / FRAME)
     lengths = torch.full((batch,), frames, device=device)
     prefix = torch.randn(batch, frames, lm.hidden_size, device=device)
+    engine = DecodeEngine()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         # Warm-up at the timed shape: on CUDA it captures the step graph the timed call replays.
-        generate(lm, prefix, lengths, DecodeConfig())
+        generate(lm, prefix, lengths, DecodeConfig(), engine=engine)
         reset_memory(device)
         synchronize(device)
         start = time.perf_counter()
-        generate(lm, prefix, lengths, DecodeConfig())
+        generate(lm, prefix, lengths, DecodeConfig(), engine=engine)
         synchronize(device)
     wall = time.perf_counter() - start
     tokens = batch * lm.tokens.n_codebooks * frames

@@ -3,6 +3,12 @@ steps per second against a plain hand-written PyTorch loop over the same task an
 share of the engine's step time spent waiting for the DataLoader (data simulation).
 
     .venv/bin/python benchmarks/bench_train.py [--stage distill] [--data data/starter] [--steps 8]
+    .venv/bin/python benchmarks/bench_train.py --layouts [--steps 30]
+
+``--layouts`` instead compares how the tiny codec-1 run uses a small machine: one process with
+all cores' threads (torch's default), the same with OpenMP's passive wait, one thread, and two
+one-thread DDP processes, each idle and beside a competing one-thread process, in seconds of
+audio trained per second (ratio to the default last).
 
 Runs ``recipes/configs/codec1/tiny.yaml`` (batch 4 x 1 s crops) or
 ``recipes/configs/distill/tiny.yaml`` (batch 4 x 2 s noisy mixtures, teachers built from the
@@ -19,6 +25,7 @@ temporary folder.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -118,6 +125,90 @@ def engine_steps(trainer: Trainer, steps: int) -> tuple[float, float, float]:
     return steps / step_s, trainer.timings["data"] - before["data"], step_s
 
 
+LAYOUTS = {
+    # name -> (processes, threads per process, OpenMP wait policy or None)
+    "1 process x 2 threads": (1, 2, None),
+    "1 process x 2 threads, passive wait": (1, 2, "PASSIVE"),
+    "1 process x 1 thread": (1, 1, None),
+    "2 processes x 1 thread (gloo DDP)": (2, 1, None),
+}
+
+
+def layout_rate(layout: str, args, busy: bool, speech: Path, tmp: str) -> float:
+    """Seconds of training audio per second for one layout, in fresh processes (thread settings
+    apply at start-up), optionally beside a competing one-thread process. DDP halves the batch
+    per process, so every layout trains the same global batch."""
+    import json
+    import subprocess
+    import sys
+
+    procs, threads, wait = LAYOUTS[layout]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.pop("OMP_WAIT_POLICY", None)
+    if wait:
+        env["OMP_WAIT_POLICY"] = wait
+    # One run folder for all ranks: the engine's checkpoint at the stop is written together.
+    worker = [__file__, "--worker", "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--batch", str(4 // procs), "--speech", str(speech), "--out", tempfile.mkdtemp(dir=tmp)]
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+            "--master_port", "29533", *worker] if procs > 1 else [sys.executable, *worker])
+    rival = None
+    if busy:
+        rival = subprocess.Popen([sys.executable, "-c", COMPETITOR],
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    finally:
+        if rival is not None:
+            rival.kill()
+    return json.loads(out.strip().splitlines()[-1])["audio_s_per_s"]
+
+
+# Another program at full tilt on one core: what a laptop user runs beside training.
+COMPETITOR = ("import torch\nx = torch.randn(256, 256)\n"
+              "while True:\n    x = torch.tanh(x @ x) \n")
+
+
+def worker(args) -> None:
+    """One process of a layout: the tiny codec-1 engine's audio seconds per second."""
+    import json
+
+    from l3se.training.distributed import teardown
+
+    cfg = load_config(CodecRecipeConfig, CONFIG, [
+        f"data.speech={args.speech}", "valid=null", f"train.output_dir={args.out}",
+        f"train.batch_size={args.batch}", f"train.max_steps={args.warmup + args.steps}",
+        "train.ckpt_every=1000000", "train.log_every=1000000", "train.progress=false",
+    ])
+    seed_everything(cfg.train.seed)
+    trainer = Trainer(build_task("codec-1", cfg), cfg.train, cfg.optim,
+                      build_dataset(cfg.data), collate)
+    engine_steps(trainer, args.warmup)
+    rate = engine_steps(trainer, args.steps)[0]
+    audio = rate * args.batch * trainer.env.world_size * cfg.data.mix.segment_seconds
+    if trainer.env.is_main:
+        print(json.dumps({"audio_s_per_s": audio}), flush=True)
+    teardown()
+
+
+def compare_layouts(args) -> None:
+    print(f"tiny codec-1 on CPU ({os.cpu_count()} cores), global batch 4 x 1 s, "
+          f"{args.steps} timed steps after {args.warmup}; seconds of audio trained per second")
+    print(f"{'layout':38s} {'idle':>7s} {'busy':>7s}   (busy: beside a 1-thread competitor)")
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        speech = (args.data / "speech" / "train.jsonl" if args.data
+                  else synthetic_speech(Path(tmp) / "speech"))
+        for layout in LAYOUTS:
+            rates[layout] = tuple(layout_rate(layout, args, busy, speech, tmp)
+                                  for busy in (False, True))
+            print(f"{layout:38s} {rates[layout][0]:7.2f} {rates[layout][1]:7.2f}", flush=True)
+    base = rates["1 process x 2 threads"]
+    for layout, (idle, busy) in rates.items():
+        print(f"ratio {layout} / 1 process x 2 threads: idle {idle / base[0]:.2f}x, "
+              f"busy {busy / base[1]:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=["codec-1", "distill"], default="codec-1")
@@ -126,8 +217,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (alternating sides)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per side first")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers")
+    p.add_argument("--layouts", action="store_true",
+                   help="compare process/thread layouts of codec-1 instead, idle and busy")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=4, help=argparse.SUPPRESS)
+    p.add_argument("--speech", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
-
+    if args.worker:
+        return worker(args)
+    if args.layouts:
+        return compare_layouts(args)
     with tempfile.TemporaryDirectory() as tmp:
         speech = (
             args.data / "speech" / "train.jsonl" if args.data else synthetic_speech(Path(tmp) / "speech")

@@ -34,15 +34,33 @@ class DataConfig:
     seed: int = 0
     # Items per epoch; None: one pass over the speech list.
     epoch_size: int | None = None
+    # Utterances longer than this are left out, not cropped (a whole-utterance stage whose
+    # judge or text caps have a length limit); None: all.
+    max_seconds: float | None = None
+    # Only utterances labelled with one of these languages (a manifest's ``language`` field);
+    # None: all. English-only judges and text encoders need it on a multilingual corpus.
+    languages: list[str] | None = None
+
+
+def select_speech(items: list[AudioItem], cfg: DataConfig) -> list[AudioItem]:
+    """The utterances ``cfg.max_seconds`` and ``cfg.languages`` keep; a ValueError when none."""
+    kept = [
+        item for item in items
+        if (cfg.max_seconds is None or (item.duration or 0.0) <= cfg.max_seconds)
+        and (cfg.languages is None or item.language in cfg.languages)
+    ]
+    if not kept:
+        raise ValueError(f"{cfg.speech}: no utterance of at most {cfg.max_seconds} s in "
+                         f"languages {cfg.languages} (a manifest line's 'language' field)")
+    return kept
 
 
 def build_dataset(cfg: DataConfig) -> MixtureDataset:
     """Load the sources named by ``cfg`` (failing up front on missing files) into a dataset."""
     noises = load_source(cfg.noise) if cfg.noise and cfg.mix.p_noise > 0 else []
     rirs = load_rirs(cfg.rir, cfg.mix.p_reverb)
-    return MixtureDataset(
-        load_source(cfg.speech), noises, rirs, cfg.mix, seed=cfg.seed, length=cfg.epoch_size
-    )
+    speech = select_speech(load_source(cfg.speech), cfg)
+    return MixtureDataset(speech, noises, rirs, cfg.mix, seed=cfg.seed, length=cfg.epoch_size)
 
 
 class MixtureDataset(Dataset):

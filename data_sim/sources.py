@@ -29,6 +29,8 @@ class AudioItem:
     kind: str | None = None  # e.g. noise type, or "rir"
     # [(word, start s, end s), ...] in time order, from a forced aligner or an estimate.
     words: list[tuple[str, float, float]] | None = None
+    # Spoken language as the corpus labels it (Emilia: "en", "zh", ...), when known.
+    language: str | None = None
 
 
 class SourceError(ValueError):
@@ -115,7 +117,7 @@ def read_librispeech(root: str | Path) -> list[AudioItem]:
 def read_jsonl(manifest: str | Path) -> list[AudioItem]:
     """One JSON object a line: ``path`` (absolute or relative to the manifest), optional ``id``,
     ``duration``, ``text``, ``speaker``, ``kind``, ``words`` (``[[word, start, end], ...]`` in
-    seconds). Missing files fail up front, all listed."""
+    seconds), ``language``. Missing files fail up front, all listed."""
     manifest = Path(manifest)
     rows = []
     for n, row in jsonl_rows(manifest):

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -140,12 +141,16 @@ def enhance_corpus(
     rank: int | None = None,
     world: int | None = None,
     min_seconds: float = MIN_SECONDS,
+    announce: Callable[[str], None] | None = log.info,
+    decode_threads: int | None = 1,
 ) -> dict:
     """Enhance every input of ``inp`` into ``out``; returns the report (``files`` + ``summary``).
 
     ``model`` is a model directory (None: the bundled default) or a loaded ``Enhancer`` (or an
     object with its ``cfg``, ``sample_rate`` and ``enhance_batch``); a directory is loaded only
-    when something is left to do, and its card's one line (``l3se.card``) is logged then.
+    when something is left to do, and its card's one line (``l3se.card.model_line``) then goes
+    to ``announce`` (rank 0 only; None: nowhere). ``decode_threads``: the CPU threads of a loaded
+    directory's token loop (``Enhancer``'s).
     ``decode`` (the fields it names), ``mode`` ("lm" or "direct", see ``l3se.enhancer``) and
     ``chunks_per_batch`` replace the model's saved settings; ``files_per_batch`` defaults to the
     chunks per batch, which every file's first chunk fills. ``report`` defaults to
@@ -182,7 +187,8 @@ def enhance_corpus(
         todo.append((job, duration))
 
     if todo:
-        enhancer = _load_model(model, device, dtype)
+        enhancer = _load_model(model, device, dtype, announce if rank == 0 else None,
+                               decode_threads)
         settings = _settings(enhancer, decode, mode, chunks_per_batch)
         _run(enhancer, settings, files_per_batch or settings["chunks_per_batch"], todo, results,
              progress)
@@ -298,7 +304,8 @@ def _enhance_and_write(enhancer, settings: dict, ready: list, results: dict[str,
         results[job.id] = Result(**asdict(job), status="ok", duration=duration, seconds=seconds)
 
 
-def _load_model(model, device: str, dtype: str):
+def _load_model(model, device: str, dtype: str, announce: Callable[[str], None] | None,
+                decode_threads: int | None = 1):
     if hasattr(model, "enhance_batch"):
         return model
     from l3se.card import model_line
@@ -313,9 +320,11 @@ def _load_model(model, device: str, dtype: str):
 
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    log.info("%s", model_line(path))
+    if announce is not None:
+        announce(model_line(path))
     try:
-        return Enhancer.from_pretrained(path, device=device, dtype=dtype)
+        return Enhancer.from_pretrained(path, device=device, dtype=dtype,
+                                        decode_threads=decode_threads)
     except ValueError as e:
         raise InputError(str(e)) from None
 

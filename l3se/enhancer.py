@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import yaml
 
 from l3se.config import ConfigError, from_dict, save_config
-from l3se.decoding import DecodeConfig
+from l3se.decoding import DecodeConfig, DecodeEngine
 
 if TYPE_CHECKING:
     from l3se.card import ModelCard
@@ -236,8 +236,13 @@ class Enhancer:
     def __init__(
         self, ni_encoder, lm, codec, cfg: EnhancerConfig | None = None,
         device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+        cuda_graphs: bool | None = None, decode_threads: int | None = 1,
     ):
+        """``cuda_graphs`` and ``decode_threads``: the decoding engine's (``DecodeEngine``:
+        None follows L3SE_CUDA_GRAPHS; CPU threads of the token loop, None: the process's)."""
         self.cfg = cfg or EnhancerConfig()
+        # The decoding state (CUDA graphs and their buffers) of this enhancer's calls.
+        self.decoding = DecodeEngine(cuda_graphs, decode_threads)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.ni_encoder = ni_encoder.to(self.device).eval()
@@ -251,9 +256,10 @@ class Enhancer:
     @classmethod
     def from_pretrained(
         cls, path: str | Path = DEFAULT_MODEL_DIR, device: str | torch.device = "auto",
-        dtype: str | torch.dtype = "auto",
+        dtype: str | torch.dtype = "auto", **engine,
     ) -> Enhancer:
-        """Load a model directory; its saved settings become the defaults of every call."""
+        """Load a model directory; its saved settings become the defaults of every call.
+        ``engine``: ``cuda_graphs`` and ``decode_threads`` (see ``__init__``)."""
         from l3se.models.codec import WavCodec
         from l3se.models.lm import SpeechLM
         from l3se.models.ni_encoder import NIEncoder
@@ -267,8 +273,13 @@ class Enhancer:
             delattr(codec, name)
         return cls(
             NIEncoder.from_pretrained(path / "ni_encoder"), SpeechLM.from_pretrained(path / "lm"),
-            codec, cfg, device=device, dtype=dtype,
+            codec, cfg, device=device, dtype=dtype, **engine,
         )
+
+    def free(self) -> None:
+        """Release the decoding state's memory (CUDA graphs and their K/V buffers); the next
+        call sets it up again."""
+        self.decoding.free()
 
     def check_mode(self, mode: str) -> None:
         """A ValueError unless ``mode`` can run with these parts."""
@@ -281,7 +292,7 @@ class Enhancer:
                 f"the codec, whose latent has {latent}: this model has no such path"
             )
 
-    def _frames(self, seconds: float) -> int:
+    def _frame_aligned_samples(self, seconds: float) -> int:
         """``seconds`` rounded to whole codec frames, in samples."""
         return round(seconds * self.sample_rate / self.frame_length) * self.frame_length
 
@@ -290,11 +301,11 @@ class Enhancer:
         seconds = self.cfg.chunk_seconds
         if seconds is None:
             seconds = self.cfg.trained_seconds or FALLBACK_CHUNK_SECONDS
-        return max(self.frame_length, self._frames(seconds))
+        return max(self.frame_length, self._frame_aligned_samples(seconds))
 
     @property
     def overlap_samples(self) -> int:
-        return self._frames(self.cfg.overlap_seconds)
+        return self._frame_aligned_samples(self.cfg.overlap_seconds)
 
     def enhance(
         self, wav: np.ndarray | torch.Tensor, sr: int, progress: Progress | None = None,
@@ -337,8 +348,7 @@ class Enhancer:
     def _batches(self, pieces: list, size: int) -> list[list]:
         """Batches of at most ``size`` pieces, longest first, so that a batch's pieces are of
         similar lengths: the LM decodes them together (its steps are set by the longest), and a
-        batch costs the LM little more than one piece (benchmarks/bench_decode.py: 6x the audio
-        per second at batch 8 with the tiny LM on a CPU)."""
+        batch costs the LM little more than one piece (benchmarks/bench_decode.py measures it)."""
         pieces = sorted(pieces, key=lambda p: -len(p[2]))
         return [pieces[k : k + size] for k in range(0, len(pieces), size)]
 
@@ -352,38 +362,61 @@ class Enhancer:
         per group of signals with the same number of codec frames. Padded frames would reach
         into the convolutions of the encoder and the codec and make an output depend on its
         batch; the LM masks them, so a batch's pieces of any lengths decode together."""
-        from l3se.decoding import generate
-
         mode = self.cfg.mode if mode is None else mode
         decode = self.cfg.decode if decode is None else decode
         self.check_mode(mode)
-        groups: dict[int, list[int]] = {}
-        for i, w in enumerate(wavs):
-            groups.setdefault(math.ceil(len(w) / self.frame_length), []).append(i)
-        order = [i for rows in groups.values() for i in rows]
+        groups = self._frame_groups(wavs)
         with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
-            feats = []
-            for frames, rows in groups.items():
-                batch = torch.stack([F.pad(wavs[i], (0, frames * self.frame_length - len(wavs[i])))
-                                     for i in rows]).to(self.device)
-                lengths = torch.tensor([len(wavs[i]) for i in rows], device=self.device)
-                feats.append(self.ni_encoder(batch, lengths))
+            feats = [self._encode([wavs[i] for i in rows]) for rows in groups]
             if mode == "direct":
                 codes = [self.codec.quantize(f.acoustic)[1] for f in feats]
             else:
-                seeds = None
-                if decode.strategy == "sample" and decode.seed is not None:
-                    seeds = [item_seed(decode.seed, wavs[i]) for i in order]
-                prefixes = [self.lm.prefix(f.acoustic, f.semantic) for f in feats]
-                longest = max(p.shape[1] for p in prefixes)
-                prefix = torch.cat([F.pad(p, (0, 0, 0, longest - p.shape[1])) for p in prefixes])
-                frame_lengths = torch.cat([f.frame_lengths for f in feats])
-                decoded = generate(self.lm, prefix, frame_lengths, decode, seeds)
-                codes = decoded.split([len(rows) for rows in groups.values()])
-                codes = [c[..., : p.shape[1]] for c, p in zip(codes, prefixes)]
+                seeds = self._seeds([wavs[i] for rows in groups for i in rows], decode)
+                codes = self._generate(feats, decode, seeds)
             out: list[torch.Tensor] = [None] * len(wavs)
-            for c, rows in zip(codes, groups.values()):
-                audio = self.codec.decode(c).float().cpu()
-                for b, i in enumerate(rows):
-                    out[i] = audio[b, : len(wavs[i])]
+            for rows, c in zip(groups, codes):
+                for i, audio in zip(rows, self._decode_audio(c, [len(wavs[i]) for i in rows])):
+                    out[i] = audio
         return out
+
+    def _frame_groups(self, wavs: Sequence[torch.Tensor]) -> list[list[int]]:
+        """Indices of ``wavs`` grouped by their number of codec frames."""
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(wavs):
+            groups.setdefault(math.ceil(len(w) / self.frame_length), []).append(i)
+        return list(groups.values())
+
+    def _encode(self, wavs: Sequence[torch.Tensor]):
+        """Signals [S_i] of one frame count -> the NI-Encoder's output for [b, S] (zero-padded
+        to whole frames) and their lengths [b]."""
+        frames = math.ceil(len(wavs[0]) / self.frame_length)
+        batch = torch.stack([F.pad(w, (0, frames * self.frame_length - len(w))) for w in wavs])
+        lengths = torch.tensor([len(w) for w in wavs], device=self.device)
+        return self.ni_encoder(batch.to(self.device), lengths)
+
+    @staticmethod
+    def _seeds(wavs: Sequence[torch.Tensor], decode: DecodeConfig) -> list[int] | None:
+        """One sampling seed per signal (``item_seed``); None when the draws are not seeded."""
+        if decode.strategy != "sample" or decode.seed is None:
+            return None
+        return [item_seed(decode.seed, w) for w in wavs]
+
+    def _generate(self, feats: Sequence, decode: DecodeConfig,
+                  seeds: list[int] | None) -> list[torch.Tensor]:
+        """The NI-Encoder outputs of each frame group -> its codes [b, Q, T12_g], all groups
+        decoded in one ``generate`` call (shorter prefixes right-padded, and masked)."""
+        from l3se import decoding
+
+        prefixes = [self.lm.prefix(f.acoustic, f.semantic) for f in feats]
+        longest = max(p.shape[1] for p in prefixes)
+        prefix = torch.cat([F.pad(p, (0, 0, 0, longest - p.shape[1])) for p in prefixes])
+        frame_lengths = torch.cat([f.frame_lengths for f in feats])
+        codes = decoding.generate(self.lm, prefix, frame_lengths, decode, seeds,
+                                  engine=self.decoding)
+        groups = codes.split([len(p) for p in prefixes])
+        return [c[..., : p.shape[1]] for c, p in zip(groups, prefixes)]
+
+    def _decode_audio(self, codes: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
+        """Codes [b, Q, T12] -> each signal's waveform [lengths[i]] (CPU float32)."""
+        audio = self.codec.decode(codes).float().cpu()
+        return [audio[b, :n] for b, n in enumerate(lengths)]

@@ -16,14 +16,15 @@ validation loss and its enhanced output scored the same way, beside the noisy in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from l3se.config import load_config
-from recipes.quickstart import resynthesize
-from recipes.stages import resolve_config, run_stage
+from l3se.config import load_config, to_dict
+from recipes.resynthesis import eval_subset, mel_distance, resynthesize
+from recipes.stages import STAGES, resolve_config, run_stage
 from recipes.train_codec import CodecRecipeConfig
 
 # The word judge (closed-vocabulary pocketsphinx), intelligibility and DNSMOS: DNSMOS alone once
@@ -62,25 +63,42 @@ def _word_manifests(cfg: AblationConfig) -> dict[str, Path]:
 
 def _eval_manifests(cfg: AblationConfig) -> tuple[Path, Path]:
     """(reference manifest, noisy-input manifest) of the first ``files`` utterances of the eval
-    set's first subset, paths made absolute so they can live in ``out``."""
-    evalset = cfg.data / "evalset"
-    rows = [json.loads(line) for line in (evalset / "evalset.jsonl").read_text().splitlines()]
-    subset = rows[0]["subset"]
-    rows = [r for r in rows if r["subset"] == subset][: cfg.files]
-    for r in rows:
-        r["noisy"] = str((evalset / r["noisy"]).resolve())
-        r["clean"] = str((evalset / r["clean"]).resolve())
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    ref, noisy = cfg.out / "evalset.jsonl", cfg.out / "noisy.jsonl"
-    ref.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    set's first subset."""
+    ref = eval_subset(cfg.data / "evalset", cfg.files, cfg.out)
+    rows = [json.loads(line) for line in ref.read_text().splitlines()]
+    noisy = cfg.out / "noisy.jsonl"
     noisy.write_text("".join(json.dumps({"id": r["id"], "path": r["noisy"]}) + "\n" for r in rows))
     return ref, noisy
 
 
+def settings_key(stage: str, config: str, overrides: list[str]) -> str:
+    """A short hash of the stage's resolved config and of the upstream models it names (their
+    weights' size and modification time): the same key means the same run."""
+    from l3se.models.weights import WEIGHTS_FILE
+
+    spec = STAGES[stage]
+    cfg = load_config(spec.config_class, resolve_config(spec.folder, config), overrides)
+    upstream = {}
+    for key in spec.upstream:
+        path = getattr(cfg, key, None)
+        weights = Path(path) / WEIGHTS_FILE if path else None
+        if weights is not None and weights.is_file():
+            stat = weights.stat()
+            upstream[key] = [str(path), stat.st_size, stat.st_mtime_ns]
+        else:
+            upstream[key] = path
+    text = json.dumps([to_dict(cfg), upstream], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def _train(stage: str, config: str, out: Path, overrides: list[str]) -> Path:
-    model = out / "model"
+    """The model of ``stage`` trained with ``config`` and ``overrides``, in ``<out>-<key of its
+    settings>``: a rerun with other steps, variant or upstream models trains anew instead of
+    reporting the model it left before."""
+    run = out.with_name(f"{out.name}-{settings_key(stage, config, overrides)}")
+    model = run / "model"
     if not model.is_dir():
-        run_stage(stage, config, [f"train.output_dir={out}", *overrides])
+        run_stage(stage, config, [f"train.output_dir={run}", *overrides])
     return model
 
 
@@ -115,27 +133,6 @@ def train_variants(cfg: AblationConfig, log=print) -> tuple[dict[str, Path], Pat
         models[name] = _train("codec-3", name, cfg.out / name,
                               [*data, *upstream, *extra, f"train.max_steps={cfg.steps}"])
     return models, judge
-
-
-def mel_distance(model: Path, manifest: Path) -> float:
-    """Mean multi-scale mel distance (DAC's, as the codec's training loss) between each clean
-    reference and its resynthesis through the codec ``model``."""
-    import torch
-
-    from data_sim.audio import load_audio
-    from l3se.evaluation.inputs import load_manifest
-    from l3se.models.codec import WavCodec
-    from l3se.models.losses import CodecLossConfig, MultiScaleMelLoss
-
-    codec = WavCodec.from_pretrained(model).eval()
-    loss_cfg = CodecLossConfig()
-    mel = MultiScaleMelLoss(loss_cfg.mel_n_mels, loss_cfg.mel_windows, codec.sample_rate)
-    values = []
-    with torch.inference_mode():
-        for item in load_manifest(manifest):
-            wav = torch.from_numpy(load_audio(item.clean, codec.sample_rate))[None]
-            values.append(float(mel(codec.decode(codec.encode(wav), wav.shape[-1]), wav)))
-    return sum(values) / len(values)
 
 
 def judge_cer(judge: Path, manifest: Path, outputs: Path | None) -> float:
@@ -196,14 +193,13 @@ def run(cfg: AblationConfig, log=print) -> str:
         starter = cfg.data / "starter"
         for name, model in models.items():
             log(f"[ablation] lm on {name}'s tokens: {cfg.lm_steps} steps")
-            run_dir = cfg.out / "lm" / name
-            lm = _train("lm", "tiny", run_dir, [
+            lm = _train("lm", "tiny", cfg.out / "lm" / name, [
                 f"codec={model}", f"ni_encoder={cfg.runs / 'distill' / 'model'}",
                 f"train.max_steps={cfg.lm_steps}", f"train.val_every={cfg.lm_steps}",
                 *(f"{k}.{f}={starter}/{f}/{s}.jsonl" for k, s in (("data", "train"),
                   ("valid", "test")) for f in ("speech", "noise", "rir")),
             ])
-            lm_loss[name] = lm_val_loss(run_dir)
+            lm_loss[name] = lm_val_loss(lm.parent)
             enhanced = cfg.out / "enhanced" / name
             enhance_corpus(noisy, enhanced, model=lm, progress=False)
             systems[f"{name} enhanced"] = str(enhanced)

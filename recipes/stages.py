@@ -1,27 +1,29 @@
 """The training stages, in the order they run, and the one way each is launched.
 
 A stage is a recipe script (``recipes/train_<x>.py``: its config class, a subclass of
-``RecipeConfig``, and ``build_task(stage, cfg)``, which loads earlier stages' models with
-``load_upstream``), a folder of named configs (``recipes/configs/<folder>/<name>.yaml``) and the
+``RecipeConfig``, and ``build_task(stage, cfg, load=load_upstream)``, which loads earlier stages'
+models with ``load``, a ``Loader``), a folder of named configs (``recipes/configs/<folder>/<name>.yaml``) and the
 config fields that name earlier stages' exported models. ``l3se train STAGE`` and
 ``python recipes/train_<x>.py STAGE`` (what ``torchrun`` starts) both parse their arguments with
 ``add_stage_parsers`` and call ``run_stage`` (or, with ``--check``, ``check_launch``).
 
 ``build_offline`` builds a stage's task with random weights and no data, hub or earlier weights
-(on the meta device for ``--check``, on the GPU for ``benchmarks/bench_gpu.py``): an earlier
-stage's model comes from its saved config or, when not trained yet, from the config of the stage
-that writes it.
+(on the meta device for ``--check``, on the GPU for ``benchmarks/bench_gpu.py``), passing its own
+loader: an earlier stage's model comes from its saved config or, when not trained yet, from the
+config of the stage that writes it.
+
+What the user got wrong (a config value, a path its config names that holds no model) is a
+one-line ``ConfigError``; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextvars
 import dataclasses
 import importlib
 import os
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from l3se.training.task import Task
 
 CONFIGS = Path(__file__).parent / "configs"
+
+# (stage, its config, the config key naming an earlier stage's model, the model's class) -> that
+# model: ``load_upstream``, or ``build_offline``'s random-weight stand-in.
+Loader = Callable[[str, "RecipeConfig", str, type], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -124,17 +130,13 @@ def upstream_model(stage: str, cfg: RecipeConfig, key: str) -> Path:
 
 
 def load_upstream(stage: str, cfg: RecipeConfig, key: str, cls: type) -> nn.Module:
-    """The model ``cfg.<key>`` names, ``cls.from_pretrained`` of it; inside ``build_offline``, the
-    same architecture with random weights instead."""
-    builder = _BUILDER.get()
-    if builder is None:
-        return cls.from_pretrained(upstream_model(stage, cfg, key))
-    return builder.upstream(stage, cfg, key, cls)
-
-
-_BUILDER: contextvars.ContextVar[_OfflineBuilder | None] = contextvars.ContextVar(
-    "l3se_offline_builder", default=None
-)
+    """The model ``cfg.<key>`` names, ``cls.from_pretrained`` of it (the training loader); a
+    folder that is not there or lacks the model's files is a ConfigError naming ``key``."""
+    path = upstream_model(stage, cfg, key)
+    try:
+        return cls.from_pretrained(path)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{key}: {e}") from None
 
 
 class _OfflineBuilder:
@@ -153,7 +155,7 @@ class _OfflineBuilder:
         import torch
 
         with torch.device(self.device):
-            return STAGES[name].recipe.build_task(name, _offline_recipe(cfg))
+            return STAGES[name].recipe.build_task(name, _offline_recipe(cfg), load=self.upstream)
 
     def upstream(self, stage: str, cfg: RecipeConfig, key: str, cls: type) -> nn.Module:
         import torch
@@ -165,8 +167,12 @@ class _OfflineBuilder:
         if self.saved_models and (path / CONFIG_FILE).is_file():
             # Every model class takes its config as `cfg`; its annotation is the schema.
             schema = typing.get_type_hints(cls.__init__)["cfg"]
+            saved = offline(load_config(schema, path / CONFIG_FILE))
             with torch.device(self.device):
-                return cls(offline(load_config(schema, path / CONFIG_FILE)))
+                try:
+                    return cls(saved)
+                except ValueError as e:  # the user's saved model, not l3se's code
+                    raise ConfigError(f"{key}: {path / CONFIG_FILE}: {e}") from None
         source = STAGES[stage].upstream.get(key)
         config = _config_writing(source, path, self.scale) if source else None
         if config is None:
@@ -218,11 +224,7 @@ def build_offline(name: str, cfg: RecipeConfig, device: str = "meta", saved_mode
     one whose output_dir they are, else the one named ``scale``: paper, tiny). Returns the task
     and one note per missing model built from a config."""
     builder = _OfflineBuilder(device, saved_models, scale)
-    token = _BUILDER.set(builder)
-    try:
-        return builder.task(name, cfg), builder.notes
-    finally:
-        _BUILDER.reset(token)
+    return builder.task(name, cfg), builder.notes
 
 
 def missing_paths(name: str, cfg: RecipeConfig) -> list[str]:
@@ -262,8 +264,6 @@ def check_launch(name: str, config: str | Path = "tiny", overrides: Sequence[str
     try:
         # paper_ctc -> paper: the scale of the earlier stages' configs.
         task, notes = build_offline(name, cfg, scale=path.stem.split("_")[0])
-    except (ValueError, FileNotFoundError) as e:
-        raise ConfigError(f"{name}: {e}".replace("\n", " ")) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     lines = [f"{name} launch check: {_shown(path)}", *describe_launch(task, cfg, world_sizes),

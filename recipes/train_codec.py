@@ -26,7 +26,7 @@ from l3se.models.llm_codec import LLMCodecConfig
 from l3se.models.losses import CodecLossConfig
 from l3se.models.ttr import TTRLossConfig
 from l3se.training.options import RecipeConfig
-from recipes.stages import load_upstream, main
+from recipes.stages import Loader, load_upstream, main
 
 
 @dataclass
@@ -60,7 +60,7 @@ class CodecRecipeConfig(RecipeConfig):
         return {k: v for k, v in fields.items() if v is not None}
 
 
-def build_task(stage: str, cfg: CodecRecipeConfig):
+def build_task(stage: str, cfg: CodecRecipeConfig, load: Loader = load_upstream):
     from l3se.models.codec import WavCodec
     from l3se.models.discriminators import Discriminator
     from l3se.training.codec_task import CodecTask
@@ -75,21 +75,21 @@ def build_task(stage: str, cfg: CodecRecipeConfig):
         raise ConfigError(f"{', '.join(cfg.objective_fields())}: codec-3 options (this is "
                           f"{stage})")
     if cfg.init_from is not None:
-        codec = load_upstream(stage, cfg, "init_from", WavCodec)
+        codec = load(stage, cfg, "init_from", WavCodec)
     else:
         codec = WavCodec(cfg.model)
     if stage == "codec-2" and cfg.discriminator is None:
         raise ConfigError("discriminator: codec-2 is the stage that trains it; it cannot be null")
     gan = stage != "codec-1" and cfg.discriminator is not None
     disc = Discriminator(cfg.discriminator, codec.sample_rate) if gan else None
-    objectives = build_objectives(stage, cfg, codec)
+    objectives = build_objectives(stage, cfg, codec, load)
     try:
         return CodecTask(codec, cfg.loss, disc, objectives, cfg.train_parts, cfg.generator_warmup)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
 
-def build_objectives(stage: str, cfg: CodecRecipeConfig, codec) -> list:
+def build_objectives(stage: str, cfg: CodecRecipeConfig, codec, load: Loader) -> list:
     """codec-3's extra objectives, their frozen judges loaded from earlier stages or the hub."""
     objectives = []
     if cfg.asr is not None:
@@ -100,15 +100,14 @@ def build_objectives(stage: str, cfg: CodecRecipeConfig, codec) -> list:
         if cfg.asr.judge == "s2t":
             if cfg.judge_from is None:
                 raise ConfigError("asr.judge s2t: set judge_from to stage s2t's model")
-            judge = load_upstream(stage, cfg, "judge_from", WavS2T)
+            judge = load(stage, cfg, "judge_from", WavS2T)
         objectives.append(build_asr_loss(cfg.asr, judge))
     if cfg.ttr is not None:
         from l3se.models.ttr import Summarizer, TTRLoss
 
         if cfg.summarizer_from is None:
             raise ConfigError("ttr: set summarizer_from to stage ttr's model")
-        objectives.append(TTRLoss(cfg.ttr, load_upstream(stage, cfg, "summarizer_from",
-                                                         Summarizer)))
+        objectives.append(TTRLoss(cfg.ttr, load(stage, cfg, "summarizer_from", Summarizer)))
     if cfg.llm_codec is not None:
         from l3se.models.llm_codec import LLMCodecObjective
 

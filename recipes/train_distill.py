@@ -24,7 +24,7 @@ from l3se.config import ConfigError
 from l3se.models.ni_encoder import NIEncoderConfig
 from l3se.training.distill_task import DistillLossConfig
 from l3se.training.options import RecipeConfig
-from recipes.stages import load_upstream, main
+from recipes.stages import Loader, load_upstream, main
 
 
 @dataclass
@@ -38,7 +38,7 @@ class DistillRecipeConfig(RecipeConfig):
     loss: DistillLossConfig = field(default_factory=DistillLossConfig)
 
 
-def build_task(stage: str, cfg: DistillRecipeConfig):
+def build_task(stage: str, cfg: DistillRecipeConfig, load: Loader = load_upstream):
     from l3se.models.codec import WavCodec
     from l3se.models.ni_encoder import NIEncoder
     from l3se.models.s2t import WavS2T
@@ -53,10 +53,10 @@ def build_task(stage: str, cfg: DistillRecipeConfig):
         raise ConfigError("loss.targets 'teachers' distils WavS2T too: set s2t")
     if targets == "acoustic" and cfg.s2t is not None:
         raise ConfigError("loss.targets 'acoustic' uses no semantic teacher: set s2t to null")
-    codec = load_upstream(stage, cfg, "codec", WavCodec)
+    codec = load(stage, cfg, "codec", WavCodec)
     s2t = None
     if cfg.s2t is not None:
-        s2t = load_upstream(stage, cfg, "s2t", WavS2T)
+        s2t = load(stage, cfg, "s2t", WavS2T)
     semantic = targets != "acoustic" and (s2t is not None or targets == "fixed_layers")
     if targets == "fixed_layers" and s2t is None and cfg.student is None:
         raise ConfigError("fixed_layers needs a semantic head: set s2t (to copy) or student")

@@ -19,7 +19,7 @@ from l3se.config import ConfigError
 from l3se.enhancer import EnhancerConfig
 from l3se.models.lm import SpeechLMConfig
 from l3se.training.options import RecipeConfig
-from recipes.stages import load_upstream, main
+from recipes.stages import Loader, load_upstream, main
 
 
 @dataclass
@@ -29,6 +29,9 @@ class LMRecipeConfig(RecipeConfig):
     codec: str = "runs/codec2-paper/model"
     # acoustic_dim / semantic_dim null: taken from the loaded NI-Encoder.
     lm: SpeechLMConfig = field(default_factory=SpeechLMConfig)
+    # Start the audio vocabulary from the one `codec` was trained with (a codec-3 model trained
+    # with llm_codec and the same LLM), as the seed's speech LM does, instead of at random.
+    audio_vocab_from_codec: bool = False
     # Inference settings written into the exported model directory (and used by validation's
     # decode): what `l3se enhance` and the app use unless told otherwise.
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
@@ -66,15 +69,22 @@ def lm_config(cfg: SpeechLMConfig, ni_encoder, codec) -> SpeechLMConfig:
     return filled
 
 
-def build_task(stage: str, cfg: LMRecipeConfig):
+def build_task(stage: str, cfg: LMRecipeConfig, load: Loader = load_upstream):
     from l3se.models.codec import WavCodec
     from l3se.models.lm import SpeechLM
     from l3se.models.ni_encoder import NIEncoder
     from l3se.training.lm_task import LMTask
 
-    ni_encoder = load_upstream(stage, cfg, "ni_encoder", NIEncoder)
-    codec = load_upstream(stage, cfg, "codec", WavCodec)
+    ni_encoder = load(stage, cfg, "ni_encoder", NIEncoder)
+    codec = load(stage, cfg, "codec", WavCodec)
     lm = SpeechLM(lm_config(cfg.lm, ni_encoder, codec))
+    if cfg.audio_vocab_from_codec:
+        from l3se.models.llm_codec import read_audio_vocab
+
+        try:
+            lm.load_audio_vocabulary(*read_audio_vocab(cfg.codec))
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"audio_vocab_from_codec: {e}") from None
     # The exported model chunks long inputs to the length its LM was trained on.
     enhancer = dataclasses.replace(cfg.enhancer, trained_seconds=cfg.data.mix.segment_seconds)
     return LMTask(lm, ni_encoder, codec, enhancer)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from l3se.config import ConfigError
 from l3se.models.s2t import WavS2TConfig
 from l3se.training.options import RecipeConfig
-from recipes.stages import load_upstream, main
+from recipes.stages import Loader, load_upstream, main
 
 if TYPE_CHECKING:
     from torch import nn
@@ -91,7 +91,7 @@ def data_tokenizer(cfg: ReadsCodecWavLM, vocab_size: int) -> str:
     return str(out)
 
 
-def build_task(stage: str, cfg: S2TRecipeConfig):
+def build_task(stage: str, cfg: S2TRecipeConfig, load: Loader = load_upstream):
     from l3se.models.s2t import WavS2T
     from l3se.training.s2t_task import S2TTask
 
@@ -102,17 +102,20 @@ def build_task(stage: str, cfg: S2TRecipeConfig):
                                                                             tokenizer=tokenizer)
         return WavS2T(model_cfg)
 
-    return S2TTask(build_reader(stage, cfg, build))
+    return S2TTask(build_reader(stage, cfg, build, load))
 
 
-def build_reader(stage: str, cfg: ReadsCodecWavLM, build: Callable[[str | None], nn.Module]):
+def build_reader(stage: str, cfg: ReadsCodecWavLM, build: Callable[[str | None], nn.Module],
+                 load: Loader):
     """``build(tokenizer folder or None)``'s model with codec-2's WavLM copied in
     (``backbone_from``)."""
     from l3se.models.codec import WavCodec
 
     backbone = None
     if cfg.backbone_from is not None:
-        backbone = load_upstream(stage, cfg, "backbone_from", WavCodec)
+        backbone = load(stage, cfg, "backbone_from", WavCodec)
+        # The front end holds no weights to copy, so it can only be the codec's own.
+        cfg.model.ssl.frontend = backbone.cfg.ssl.frontend
     model = build(data_tokenizer(cfg, cfg.tokenizer_vocab_size) if cfg.tokenizer_from_data
                   else None)
     if backbone is not None:

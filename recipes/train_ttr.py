@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 from l3se.models.ttr import SummarizerConfig
-from recipes.stages import main
+from recipes.stages import Loader, load_upstream, main
 from recipes.train_s2t import ReadsCodecWavLM, build_reader
 
 
@@ -28,7 +28,7 @@ class TTRRecipeConfig(ReadsCodecWavLM):
     model: SummarizerConfig = field(default_factory=SummarizerConfig)
 
 
-def build_task(stage: str, cfg: TTRRecipeConfig):
+def build_task(stage: str, cfg: TTRRecipeConfig, load: Loader = load_upstream):
     from l3se.models.ttr import Summarizer
     from l3se.training.ttr_task import TTRTask
 
@@ -39,7 +39,7 @@ def build_task(stage: str, cfg: TTRRecipeConfig):
             model_cfg = dataclasses.replace(model_cfg, text=text)
         return Summarizer(model_cfg)
 
-    return TTRTask(build_reader(stage, cfg, build))
+    return TTRTask(build_reader(stage, cfg, build, load))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ import sys
 from l3se import __version__
 from l3se.console import UserError, quiet_warnings, run_command
 
-__all__ = ["GROUPS", "UserError", "build_parser", "main", "quiet_warnings", "set_threads"]
+__all__ = ["GROUPS", "UserError", "build_parser", "main", "quiet_warnings"]
 
 # Modules under l3se.cli, one per subcommand group, in the order `l3se --help` lists them.
-GROUPS = ["data", "recipe", "train", "enhance", "evaluate", "diagnose"]
+GROUPS = ["data", "recipe", "train", "enhance", "card", "evaluate", "diagnose"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,25 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in GROUPS:
         importlib.import_module(f"l3se.cli.{name}").register(sub)
     return parser
-
-
-def set_threads(threads: int | None, device: str) -> None:
-    """torch's CPU threads for a command running its models on ``device``: ``threads`` when
-    given; else 1 on the CPU unless OMP_NUM_THREADS sets a count (on CUDA torch's default).
-    Autoregressive decoding is a chain of small steps whose thread synchronisation costs more than
-    it saves on a shared machine: on a busy 2-core machine 2 threads decoded 7-14x slower than 1
-    (see l3se.decoding)."""
-    import os
-
-    import torch
-
-    if threads is None:
-        if "OMP_NUM_THREADS" in os.environ:
-            return
-        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-        if not on_cpu:
-            return
-    torch.set_num_threads(threads or 1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from pathlib import Path
 
 
@@ -30,8 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="auto",
                    help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (default: auto)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="torch CPU threads (default: 1 on the CPU unless OMP_NUM_THREADS is set, "
-                   "as more are slower for decoding on a shared machine; torch's default on CUDA)")
+                   help="torch CPU threads, token decoding included (default: torch's for WavLM "
+                   "and the codec, and 1 for the token loop on the CPU, which gains little from "
+                   "more: see benchmarks/bench_decode.py --threads)")
     p.add_argument("--mode", choices=("lm", "direct"),
                    help="lm: the language model generates the codec tokens; direct: the codec "
                    "quantizes and decodes the NI-Encoder's acoustic output, no LM (a diagnostic: "
@@ -46,6 +49,8 @@ def register(subparsers) -> None:
                    help="JSON report (default: OUT/enhance_report.json for a folder or manifest)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="do not print the model's one-line card summary (`l3se card` prints it all)")
     p.set_defaults(func=run)
 
 
@@ -71,21 +76,25 @@ def decode_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from l3se.cli import UserError, set_threads
+    from l3se.cli import UserError
     from l3se.enhance_corpus import InputError, enhance_corpus, exit_status
 
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be at least 1")
-    set_threads(args.threads, args.device)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         report = enhance_corpus(
             args.input, args.output, args.model, files_per_batch=args.batch_size,
             chunks_per_batch=args.batch_size,
             device=args.device, dtype=args.dtype, decode=decode_overrides(args) or None,
             mode=args.mode, report=args.report, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=not args.no_progress, decode_threads=args.threads or 1,
+            announce=None if args.quiet else functools.partial(print, file=sys.stderr),
         )
     except InputError as e:
         raise UserError(str(e)) from None

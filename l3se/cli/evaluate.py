@@ -27,14 +27,17 @@ def register(subparsers) -> None:
                    "dfn3 (DeepFilterNet3), rnnoise, noisereduce (spectral gating); repeatable. "
                    "Needs pip install -e \".[baselines]\"; outputs are kept under OUT/baselines")
     p.add_argument("--metrics", default="default",
-                   help="comma list of metrics or groups: default/offline, paper, all "
-                   "(see --list-metrics); default: %(default)s")
+                   help="comma list of metrics or groups: default, offline (default plus "
+                   "open-vocabulary pocketsphinx WER/dWER), paper, all (see --list-metrics); "
+                   "default: %(default)s")
     p.add_argument("--model", action="append", default=[], metavar="KEY=NAME_OR_PATH",
                    help="model for a model-based metric: sbs (NAME[#LAYER]), lps, utmos, sim_wavlm, whisper")
     p.add_argument("--download", action="store_true",
                    help="allow model downloads from the hub (default: local paths and cache only)")
     p.add_argument("--out", metavar="DIR", help="report folder (also holds the resume cache)")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel worker processes of one compute thread each "
+                   "(default: one per available core)")
     p.add_argument("--snr-bin", type=float, default=5.0, metavar="DB",
                    help="SNR bin width in dB for the breakdown (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,17 +65,18 @@ def run(args: argparse.Namespace) -> int:
     from l3se.cli import UserError
 
     if args.list_metrics:
-        from l3se.evaluation.registry import OFFLINE, PAPER, SPECS
+        from l3se.evaluation.registry import DEFAULT, OFFLINE, PAPER, SPECS
 
         for s in SPECS.values():
             model = f" [model {s.model_key}: {s.default_model}]" if s.model_key else ""
             print(f"{s.name:13s} {s.help}{model}")
-        print(f"\ndefault/offline: {','.join(OFFLINE)}\npaper: {','.join(PAPER)}")
+        print(f"\ndefault: {','.join(DEFAULT)}\noffline: {','.join(OFFLINE)}\n"
+              f"paper: {','.join(PAPER)}")
         from l3se.evaluation.baselines import PACKAGES
 
         print("baselines (--baseline): " + ", ".join(f"{n} ({p})" for n, p in PACKAGES.items()))
         return 0
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
     if args.snr_bin <= 0:
         raise UserError("--snr-bin must be positive")
@@ -95,9 +99,17 @@ def run(args: argparse.Namespace) -> int:
         )
     except InputError as e:
         raise UserError(str(e)) from None
-    from l3se.evaluation.report import format_comparison
+    from l3se.evaluation.registry import EXPENSIVE, parse_selection
+    from l3se.evaluation.report import format_comparison, format_costs
 
     print(format_comparison(results))
+    costs = format_costs(results)
+    if costs:
+        print(costs)
+    left_out = [n for n in EXPENSIVE if n not in parse_selection(args.metrics)]
+    if "default" in (m.strip() for m in args.metrics.split(",")) and left_out:
+        print(f"not in the default set for their cost: {', '.join(left_out)} (open-vocabulary "
+              f"pocketsphinx); --metrics default,{','.join(left_out)} adds them")
     if results.reports:
         print(f"reports written to {args.out}")
     return 0

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where the stages write their runs (default: runs/quickstart)",
     )
     p.add_argument(
+        "--scale", choices=["tiny", "small"], default="tiny",
+        help="model and step scale: tiny (under an hour on 2 cores, the default) or small (the "
+        "bundled default's: hours; run it in the background, it resumes)",
+    )
+    p.add_argument(
         "--steps", type=float, default=1.0, metavar="SCALE",
         help="multiply every stage's step count (default 1; 0.01 is a smoke run)",
     )
@@ -39,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics",
         help="metrics for the table (default: the offline ones but pocketsphinx's "
-        "open-vocabulary WER/dWER; 'default' adds them)",
+        "open-vocabulary WER/dWER; 'offline' adds them)",
     )
     p.add_argument("--workers", type=int, default=2, help="evaluation workers (default 2)")
     p.add_argument(
@@ -83,6 +88,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="metrics of the table beside the mel distance (default stoi,dnsmos,wer_cv)")
     p.set_defaults(func=_ablation)
 
+    p = cmds.add_parser(
+        "codec-sweep",
+        help="codec-1 designs on one CPU budget, scored on clean resynthesis (table + plot)",
+        description="Train each codec-1 design (recipes/codec_sweep.py: tiny plus one change, "
+        "then combinations) for --steps steps on one thread, resynthesise the clean references "
+        "of the first --files eval utterances and score STOI, PESQ, closed-vocabulary WER, mel "
+        "distance and the sound shared by all outputs; writes table.md, results.json and "
+        "plot.png (quality against CPU minutes) under --out. Finished runs with the same "
+        "settings are reused. Needs the starter corpus and eval set (`l3se recipe quickstart` "
+        "builds both first).",
+    )
+    p.add_argument("--designs", type=lambda s: s.split(","),
+                   help="comma-separated design names (default: all)")
+    p.add_argument("--data", type=Path, default=Path("data"), help="data folder (default: data)")
+    p.add_argument("--out", type=Path, default=Path("runs/codec-sweep"),
+                   help="runs, table and plot (default: runs/codec-sweep)")
+    p.add_argument("--steps", type=int, default=1500, help="codec-1 steps per design (1500)")
+    p.add_argument("--files", type=int, default=40, help="eval utterances scored (default 40)")
+    p.add_argument("--workers", type=int, default=1, help="evaluation workers (default 1)")
+    p.add_argument("--metrics", default="stoi,pesq,wer_cv",
+                   help="metrics beside the mel distance and shared sound (default "
+                   "stoi,pesq,wer_cv)")
+    p.add_argument("--baselines", nargs="*", default=["dfn3"], metavar="NAME",
+                   help="reference denoisers scored beside the noisy input (default: dfn3; "
+                   "none: --baselines)")
+    p.set_defaults(func=_sweep)
+
 
 def _quickstart(args) -> int:
     from data_sim.sources import SourceError
@@ -92,7 +124,7 @@ def _quickstart(args) -> int:
     if args.steps <= 0:
         raise UserError("--steps must be positive")
     cfg = QuickstartConfig(
-        data=args.data, runs=args.runs, steps_scale=args.steps, starter=args.starter,
+        data=args.data, runs=args.runs, scale=args.scale, steps_scale=args.steps, starter=args.starter,
         evalset=args.evalset, workers=args.workers, promote=args.promote,
         baselines=args.baselines,
     )
@@ -122,4 +154,28 @@ def _ablation(args) -> int:
         run(cfg)
     except SourceError as e:
         raise UserError(str(e)) from None
+    return 0
+
+
+def _sweep(args) -> int:
+    from l3se.cli import UserError
+    from recipes.codec_sweep import DESIGNS, SweepConfig, run
+
+    for path in (args.data / "starter" / "speech" / "train.jsonl",
+                 args.data / "evalset" / "evalset.jsonl"):
+        if not path.is_file():
+            raise UserError(f"{path} is missing: build the starter corpus and eval set first "
+                            "(`l3se recipe quickstart` does, or `l3se data starter` and "
+                            "`l3se data evalset`)")
+    if args.steps <= 0 or args.files <= 0:
+        raise UserError("--steps and --files must be positive")
+    cfg = SweepConfig(data=args.data, out=args.out, steps=args.steps, files=args.files,
+                      workers=args.workers, metrics=args.metrics, baselines=args.baselines)
+    if args.designs:
+        unknown = sorted(set(args.designs) - set(DESIGNS))
+        if unknown:
+            raise UserError(f"unknown design(s) {', '.join(unknown)}; choose from "
+                            f"{', '.join(DESIGNS)}")
+        cfg.designs = args.designs
+    run(cfg)
     return 0

@@ -92,7 +92,13 @@ class _FrameBaseline(Baseline):
     frame = 480
 
     def _create(self) -> int:
+        """A fresh native state; BaselineUnavailable when the library returns NULL (passed on,
+        the C code would dereference it)."""
         raise NotImplementedError
+
+    def _probe(self) -> None:
+        """Make and free one state, so that a library that cannot is found at load."""
+        self._free(self._create())
 
     def _free(self, state: int) -> None:
         raise NotImplementedError
@@ -139,9 +145,12 @@ class DeepFilterNet3(_FrameBaseline):
             "df_process_frame": ([ctypes.c_void_p, _FLOATS, _FLOATS], ctypes.c_float),
             "df_free": ([ctypes.c_void_p], None),
         })
+        self._probe()
 
     def _create(self) -> int:
         state = self._lib.df_create(self._model, self.atten_lim_db, None)
+        if not state:
+            raise BaselineUnavailable(self.name, "df_create could not load the DFN3 model")
         hop = self._lib.df_get_frame_length(state)
         if hop != self.frame:  # another model: the measured delay would not hold
             self._lib.df_free(state)
@@ -185,9 +194,13 @@ class RNNoise(_FrameBaseline):
             raise BaselineUnavailable(self.name, f"frame size {lib.rnnoise_get_frame_size()}, "
                                                  f"expected {self.frame}")
         self._lib = lib
+        self._probe()
 
     def _create(self) -> int:
-        return self._lib.rnnoise_create(None)
+        state = self._lib.rnnoise_create(None)
+        if not state:
+            raise BaselineUnavailable(self.name, "rnnoise_create returned no state")
+        return state
 
     def _free(self, state: int) -> None:
         self._lib.rnnoise_destroy(state)

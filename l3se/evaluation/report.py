@@ -124,6 +124,20 @@ def format_comparison(results) -> str:
     )
 
 
+def format_costs(results) -> str:
+    """What each metric this run computed cost, in CPU seconds per minute of the audio it scored,
+    costliest first, and the scoring's wall time; empty when everything came from the cache."""
+    if not results.costs:
+        return ""
+    per_minute = {n: 60.0 * cpu / audio for n, (cpu, audio) in results.costs.items() if audio > 0}
+    lines = ["CPU seconds per minute of audio:"]
+    lines += [f"  {n:13s} {c:7.1f}" for n, c in sorted(per_minute.items(), key=lambda kv: -kv[1])]
+    lines.append(f"  {'total':13s} {sum(per_minute.values()):7.1f}")
+    workers = "1 worker" if results.workers == 1 else f"{results.workers} workers"
+    lines.append(f"scoring took {results.wall_s:.1f} s with {workers}")
+    return "\n".join(lines)
+
+
 def markdown_comparison(results) -> str:
     """The comparison table as markdown, for model cards and READMEs."""
     return _md_table(*comparison(results, summarise(results)))

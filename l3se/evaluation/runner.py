@@ -1,12 +1,16 @@
 """``evaluate``: match outputs to references, score every (system, file) with the selected
-metrics in parallel workers, resume from a per-file cache, and write the reports.
+metrics in parallel workers (by default one per available core, each with one compute thread),
+resume from a per-file cache, and write the reports.
 
 The inputs are resolved into a ``Plan`` (the items, each system's outputs, the metrics whose
 data and models are there, workers, the cache folder); worker processes build their metrics
 from it.
 
 Work is grouped by reference file: every system's output for one reference is scored in the
-same task, so reference-side work (loading, its transcript, embeddings) happens once.
+same task, so reference-side work (loading, its transcript, embeddings) happens once. Each
+metric's CPU time and the audio it scored are summed into ``Results.costs``, so that a run can say
+what each metric cost per minute of audio.
+
 The cache (``OUT/.cache/scores.jsonl``) gets one line per (system, file, metric) as soon as it
 is computed, keyed by the metric's model and by size+mtime of both files; a re-run skips what
 is there, so an interrupted run resumes and adding a metric computes only that metric.
@@ -24,6 +28,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, closing, contextmanager
@@ -66,6 +71,10 @@ class Results:
     skipped: list[str] = field(default_factory=list)  # the 'skipped: ...' lines
     matching: dict[str, Matching] = field(default_factory=dict)
     reports: dict[str, str] = field(default_factory=dict)  # report name -> path written
+    # metric -> [CPU seconds, seconds of audio] of what this run computed (cached scores cost 0).
+    costs: dict[str, list[float]] = field(default_factory=dict)
+    workers: int = 1
+    wall_s: float = 0.0  # scoring only: matching, baselines and reports excluded
 
 
 def align(est: np.ndarray, n: int) -> np.ndarray:
@@ -152,11 +161,15 @@ class Plan:
     metrics: list[str]  # in column order
     models: dict[str, str]  # --model KEY -> name or path
     local_only: bool = True
-    workers: int = 1
+    workers: int | None = None  # None: one per available core, at most one per item
     out: Path | None = None  # the report folder, which holds the score cache
     # One compute thread per process: on a shared machine, multi-threaded torch/onnx kernels
     # stall on busy cores (measured 10x slower); parallelism comes from workers.
     threads: int = 1
+
+    def __post_init__(self):
+        if self.workers is None:
+            self.workers = max(1, min(available_cores(), len(self.items)))
 
     @property
     def in_process(self) -> bool:
@@ -189,6 +202,13 @@ class Plan:
         return keys
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _has_data(needs: str | None, item: Item) -> bool:
     return needs is None or (needs == "ref" and item.clean is not None) or (needs == "text" and bool(item.text))
 
@@ -209,19 +229,24 @@ class Job(NamedTuple):
 Task = tuple[Item, list[Job]]
 # What scoring a task returns: (system, metric name or None, values) per output and metric.
 Scores = list[tuple[str, str | None, dict]]
+# metric -> [CPU seconds, seconds of audio scored].
+Costs = dict[str, list[float]]
 
 
 # ---- scoring -----------------------------------------------------------------------------
-def _score_task(item: Item, jobs: list[Job], metrics: dict[str, Metric]) -> Scores:
-    """Score one reference's outputs. A None metric carries the row's own fields (length
-    difference, or the error that stopped this output from being scored)."""
+def _score_task(item: Item, jobs: list[Job], metrics: dict[str, Metric]) -> tuple[Scores, Costs]:
+    """Score one reference's outputs; the scores and what each metric cost. A None metric
+    carries the row's own fields (length difference, or the error that stopped this output from
+    being scored). A reference-side computation (a transcript, an embedding) is charged to the
+    metric whose first call made it."""
     out: Scores = []
+    costs: Costs = {}
     ref = None
     if item.clean is not None:
         try:
             ref = load_audio(item.clean, SAMPLE_RATE)
         except AudioError as e:
-            return [(job.system, None, {"error": f"reference {e}"}) for job in jobs]
+            return [(job.system, None, {"error": f"reference {e}"}) for job in jobs], costs
     ref_memo: dict = {}
     for job in jobs:
         try:
@@ -234,8 +259,12 @@ def _score_task(item: Item, jobs: list[Job], metrics: dict[str, Metric]) -> Scor
         row = {"length_diff_s": None if ref is None else (len(est) - len(ref)) / SAMPLE_RATE}
         out.append((job.system, None, row))
         for name in job.metrics:
+            start = time.process_time()
             out.append((job.system, name, metrics[name].score(pair)))
-    return out
+            cost = costs.setdefault(name, [0.0, 0.0])
+            cost[0] += time.process_time() - start
+            cost[1] += len(est) / SAMPLE_RATE
+    return out, costs
 
 
 # A worker process's metrics, built once by _init_worker.
@@ -250,29 +279,50 @@ def _init_worker(plan: Plan) -> None:
     _worker_metrics.update({m.name: m for m in built})
 
 
-def _score_in_worker(item: Item, jobs: list[Job]) -> Scores:
+def _score_in_worker(item: Item, jobs: list[Job]) -> tuple[Scores, Costs]:
     return _score_task(item, jobs, _worker_metrics)
 
 
-def _score_here(tasks: list[Task], metrics: dict[str, Metric], threads: int) -> Iterator[tuple[Item, Scores]]:
+def _score_here(tasks: list[Task], metrics: dict[str, Metric], threads: int
+                ) -> Iterator[tuple[Item, tuple[Scores, Costs]]]:
     with _torch_threads(threads):
         for item, jobs in tasks:
             yield item, _score_task(item, jobs, metrics)
 
 
-def _score_in_pool(plan: Plan, tasks: list[Task]) -> Iterator[tuple[Item, Scores]]:
+def _score_in_pool(plan: Plan, tasks: list[Task]) -> Iterator[tuple[Item, tuple[Scores, Costs]]]:
     # spawn, not fork: torch and onnxruntime thread pools do not survive a fork.
     pool = ProcessPoolExecutor(max_workers=plan.workers, mp_context=get_context("spawn"),
                                initializer=_init_worker, initargs=(plan,))
     finished = False
     try:
-        futures = {pool.submit(_score_in_worker, item, jobs): item for item, jobs in tasks}
+        # Workers start as tasks are submitted, all of them here.
+        with _worker_threads(plan.threads):
+            futures = {pool.submit(_score_in_worker, item, jobs): item for item, jobs in tasks}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
         finished = True
     finally:
         # On an interrupt, drop queued work at once; what finished is already in the cache.
         pool.shutdown(wait=finished, cancel_futures=True)
+
+
+@contextmanager
+def _worker_threads(n: int):
+    """Worker processes started inside get ``n`` BLAS/OpenMP threads: numpy's pool is sized
+    when it is imported, before a worker's initializer runs, and would otherwise take every core
+    in every worker."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    before = {k: os.environ.get(k) for k in names}
+    os.environ.update(dict.fromkeys(names, str(n)))
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextmanager
@@ -297,7 +347,7 @@ def evaluate(
     systems: dict[str, str | None],
     metrics: str | Sequence[str] = "default",
     out_dir: str | Path | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     models: dict[str, str] | None = None,
     local_only: bool = True,
     progress: bool = True,
@@ -306,7 +356,8 @@ def evaluate(
 ) -> Results:
     """Evaluate ``systems`` (name -> output folder; ``noisy``/``clean`` -> None for the
     manifest's own files) against ``ref`` (manifest JSONL, clean folder, or None for
-    non-intrusive metrics only). ``baselines`` (names in ``baselines.PACKAGES``) enhance the
+    non-intrusive metrics only). ``workers``: scoring processes, one compute thread each; None
+    takes one per available core (at most one per reference item), 1 scores in this process. ``baselines`` (names in ``baselines.PACKAGES``) enhance the
     manifest's noisy files and join the systems, before ``clean``; their outputs are kept under
     ``out_dir/baselines``. Writes reports under ``out_dir`` when given.
 
@@ -337,9 +388,12 @@ def evaluate(
                 matching[FLOOR] = Matching(outputs=floor)
         plan = Plan(items, matching, names, dict(models or {}), local_only, workers, out)
         plan, built = _load_metrics(plan, skipped)
-        rows = _run(plan, built, progress)
+        start = time.perf_counter()
+        rows, costs = _run(plan, built, progress)
+        wall = time.perf_counter() - start
     results = Results(rows=rows, systems=list(plan.matching), metrics=plan.metrics,
-                      columns=plan.columns, skipped=skipped, matching=plan.matching)
+                      columns=plan.columns, skipped=skipped, matching=plan.matching,
+                      costs=costs, workers=plan.workers, wall_s=wall)
     if out is not None:
         from l3se.evaluation.report import write_reports
 
@@ -428,14 +482,20 @@ def _report_mismatch(system: str, m: Matching) -> None:
                     system, len(m.unmatched), m.unmatched[0])
 
 
-def _run(plan: Plan, metrics: dict[str, Metric], progress: bool) -> list[dict]:
+def _run(plan: Plan, metrics: dict[str, Metric], progress: bool) -> tuple[list[dict], Costs]:
     """Score what the cache lacks, with ``metrics`` here or in the plan's worker processes;
-    the rows in table order (systems, then items)."""
+    the rows in table order (systems, then items), and what each metric cost."""
     cache = ScoreCache(plan.out / ".cache" / "scores.jsonl" if plan.out else None)
     keys = plan.cache_keys()
     rows, tasks = _todo(plan, cache, keys)
+    costs: Costs = {}
 
-    def collect(item: Item, results: Scores) -> None:
+    def collect(item: Item, scored: tuple[Scores, Costs]) -> None:
+        results, spent = scored
+        for name, (cpu, audio) in spent.items():
+            total = costs.setdefault(name, [0.0, 0.0])
+            total[0] += cpu
+            total[1] += audio
         for system, name, values in results:
             fp = _fingerprint(plan.matching[system].outputs[item.uid], item.clean)
             rows[(system, item.uid)].update(values)
@@ -462,7 +522,7 @@ def _run(plan: Plan, metrics: dict[str, Metric], progress: bool) -> list[dict]:
     for r in ordered:
         if r.get("error"):
             log.warning("%s %s: %s", r["system"], r["id"], r["error"])
-    return ordered
+    return ordered, {n: costs[n] for n in plan.metrics if n in costs}
 
 
 def _todo(plan: Plan, cache: ScoreCache, keys: dict[str, str]) -> tuple[dict[tuple[str, str], dict], list[Task]]:

@@ -15,6 +15,8 @@ return the token sequences to score (eos included where the judge has one), and
 from __future__ import annotations
 
 import math
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from l3se.models.codec_objectives import CodecObjective, CodecStep, ObjectiveOutput
+from l3se.models.frozen import freeze
 from l3se.models.llm import cache_kwargs
 from l3se.models.s2t import WavS2T
 
@@ -64,17 +67,17 @@ class ASRLossConfig:
     # transformers.WhisperConfig fields of a randomly initialised Whisper (tests, launch
     # checks); null: load ``whisper`` pretrained.
     whisper_arch: dict[str, Any] | None = None
-    # Label tokens per utterance; a longer transcript is cut and gets no eos target.
+    # Label tokens per utterance; a longer transcript is cut and gets no eos target: enough for
+    # about 16 s of speech (the paper configs raise it with data.max_seconds).
     max_tokens: int = 64
+    # Pseudo-labels kept per clip (utterance id, crop): the clean input and the judge never
+    # change, so a clip seen again is not decoded again (0: decode every time). Random crops
+    # rarely repeat; whole utterances do every epoch.
+    label_cache: int = 100_000
 
 
 def _cut(ids: list[list[int]], limit: int, eos: int) -> list[list[int]]:
     return [t[:limit] + ([eos] if len(t) <= limit else []) for t in ids]
-
-
-def _frozen_eval(module: nn.Module) -> None:
-    module.requires_grad_(False)
-    module.train(False)
 
 
 class S2TJudge(nn.Module):
@@ -85,10 +88,7 @@ class S2TJudge(nn.Module):
         super().__init__()
         self.s2t = s2t
         self.max_tokens = max_tokens
-        _frozen_eval(self)
-
-    def train(self, mode: bool = True) -> S2TJudge:
-        return super().train(False)
+        freeze(self)
 
     @torch.no_grad()
     def pseudo_labels(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
@@ -127,6 +127,7 @@ class WhisperJudge(nn.Module):
         self._tokenizer = tokenizer
         self.n_fft = feature_extractor.n_fft
         self.hop = feature_extractor.hop_length
+        self.n_samples = feature_extractor.n_samples  # Whisper's 30 s window
         self.register_buffer(
             "mel_filters", torch.from_numpy(feature_extractor.mel_filters).float(), persistent=False
         )
@@ -156,7 +157,7 @@ class WhisperJudge(nn.Module):
         begin[[t for t in gen.begin_suppress_tokens or [] if t < vocab]] = True
         self.register_buffer("suppress", suppress, persistent=False)
         self.register_buffer("begin_suppress", begin, persistent=False)
-        _frozen_eval(self)
+        freeze(self)
 
     @classmethod
     def from_config(cls, cfg: ASRLossConfig) -> WhisperJudge:
@@ -176,9 +177,6 @@ class WhisperJudge(nn.Module):
             extractor = WhisperFeatureExtractor.from_pretrained(cfg.whisper)
         return cls(model, extractor, cfg.max_tokens, cfg.whisper)
 
-    def train(self, mode: bool = True) -> WhisperJudge:
-        return super().train(False)
-
     @property
     def tokenizer(self):
         if self._tokenizer is None:
@@ -195,10 +193,13 @@ class WhisperJudge(nn.Module):
         frames = 2 * math.ceil(wav.shape[-1] / (2 * self.hop))
         with torch.autocast(wav.device.type, enabled=False):
             half = self.n_fft // 2
-            # HF pads with zeros and then centres frames by reflection: the start reflects the
-            # signal, the end meets zeros.
-            x = F.pad(wav.float()[:, None], (half, 0), mode="reflect")[:, 0]
-            x = F.pad(x, (0, (frames - 1) * self.hop + self.n_fft - x.shape[-1]))
+            # HF zero-pads to 30 s and then centres frames by reflection: the start reflects the
+            # signal, the end meets zeros, except within half a window of 30 s, where the last
+            # frame reflects the 30 s window's end.
+            need = (frames - 1) * self.hop + half
+            x = wav.float()
+            x = F.pad(x, (0, max(0, min(need, self.n_samples) - x.shape[-1])))
+            x = F.pad(x[:, None], (half, max(0, need - x.shape[-1])), mode="reflect")[:, 0]
             spec = torch.stft(
                 x, self.n_fft, self.hop, window=self.window, center=False, return_complex=True
             )
@@ -293,6 +294,32 @@ class ASRConsistencyLoss(CodecObjective):
         super().__init__()
         self.cfg = cfg
         self.judge = judge
+        self._labels: OrderedDict[str, array] = OrderedDict()
+
+    def pseudo_labels(
+        self, clean: torch.Tensor, lengths: torch.Tensor, clips: list[str | None]
+    ) -> list[list[int]]:
+        """The judge's transcripts of ``clean``, decoded only for clips not seen before."""
+        known = [c is not None and c in self._labels for c in clips]
+        todo = [i for i, k in enumerate(known) if not k]
+        fresh: dict[int, list[int]] = {}
+        if todo:
+            index = torch.tensor(todo, device=clean.device)
+            width = int(lengths[index].max())
+            decoded = self.judge.pseudo_labels(clean[index, :width], lengths[index])
+            fresh = dict(zip(todo, decoded))
+        out = []
+        for i, clip in enumerate(clips):
+            if known[i]:
+                self._labels.move_to_end(clip)
+                out.append(list(self._labels[clip]))
+                continue
+            out.append(fresh[i])
+            if clip is not None and self.cfg.label_cache > 0:
+                self._labels[clip] = array("l", fresh[i])
+                if len(self._labels) > self.cfg.label_cache:
+                    self._labels.popitem(last=False)
+        return out
 
     def forward(self, step: CodecStep) -> ObjectiveOutput:
         clean, recon, lengths = step.clean, step.recon, step.lengths
@@ -301,7 +328,8 @@ class ASRConsistencyLoss(CodecObjective):
             if not keep:
                 # Still part of the graph, so every rank's backward looks the same.
                 zero = recon.sum() * 0.0
-                return ObjectiveOutput(zero, {"ce": zero.detach(), "tokens": zero.new_zeros(())})
+                return ObjectiveOutput(zero, {"ce": zero.detach(), "tokens": zero.new_zeros(())},
+                                       counts={"ce": zero.new_zeros(())})
             index = torch.tensor(keep, device=recon.device)
             clean, recon, lengths = clean[index], recon[index], lengths[index]
         width = int(lengths.max())
@@ -309,10 +337,12 @@ class ASRConsistencyLoss(CodecObjective):
         if self.cfg.target == "text":
             labels = self.judge.text_labels([step.texts[i] for i in keep])
         else:
-            labels = self.judge.pseudo_labels(clean, lengths)
+            clips = step.clips or [None] * len(lengths)
+            labels = self.pseudo_labels(clean, lengths, clips)
         ce = self.judge.nll(recon, lengths, labels)
         tokens = recon.new_tensor(float(sum(len(y) for y in labels)))
-        return ObjectiveOutput(self.cfg.weight * ce, {"ce": ce.detach(), "tokens": tokens})
+        return ObjectiveOutput(self.cfg.weight * ce, {"ce": ce.detach(), "tokens": tokens},
+                               counts={"ce": recon.new_tensor(float(len(labels)))})
 
 
 def build_asr_loss(cfg: ASRLossConfig, s2t: WavS2T | None = None) -> ASRConsistencyLoss:

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l3se.config import ConfigError
 from l3se.models.heads import AcousticEncoder, AcousticHeadConfig
-from l3se.models.modules import PosNet, Upsample
+from l3se.models.modules import UPSAMPLERS, PosNet
 from l3se.models.ssl import LayerMixture, SSLConfig, WavLMBackbone
 from l3se.models.weights import CONFIG_FILE, WEIGHTS_FILE, Pretrained
 
@@ -52,8 +53,15 @@ class WavCodecConfig:
     dead_code_steps: int = 0
     # Dropout inside the decoder's ResNet blocks (WavTokenizer uses 0.1).
     dropout: float = 0.1
-    # iSTFT window: 4 x the 320-sample hop, as in WavTokenizer.
+    # iSTFT window: 4 x the head's hop, as in WavTokenizer.
     n_fft: int = 1280
+    # The decoder's upsampler: "transposed" (strided transposed convs, the paper-scale default)
+    # or "interp" (interpolation + conv: no comb shared by every output; see modules.Upsample).
+    upsampler: str = "transposed"
+    # Samples per frame of the decoder's ConvNeXt stack and iSTFT head; null: WavLM's hop (320,
+    # 50 Hz). A power-of-two fraction of it adds x2 upsamplers, so the backbone places
+    # waveform detail and phase on a finer grid.
+    head_hop: int | None = None
 
     def encoder_head(self) -> AcousticHeadConfig:
         """The encoder's architecture, which the NI-Encoder's acoustic head copies."""
@@ -63,14 +71,21 @@ class WavCodecConfig:
 
 
 class AcousticDecoder(nn.Module):
-    """Quantized latent [B, D, T12] -> waveform [B, T12 * 2**stages * hop]."""
+    """Quantized latent [B, D, T12] -> waveform [B, T12 * frame_length] (1280 samples a frame)."""
 
     def __init__(self, cfg: WavCodecConfig, hop: int):
         super().__init__()
         from vocos.heads import ISTFTHead
         from vocos.models import VocosBackbone
 
-        self.upsample = Upsample(cfg.dim, cfg.resample_stages)
+        head_hop = cfg.head_hop or hop
+        extra = math.log2(hop / head_hop)
+        if head_hop > hop or extra != int(extra):
+            raise ConfigError(f"head_hop {head_hop} must be {hop} divided by a power of two")
+        if cfg.upsampler not in UPSAMPLERS:
+            raise ConfigError(f"unknown upsampler {cfg.upsampler!r}; choose from "
+                             f"{', '.join(UPSAMPLERS)}")
+        self.upsample = UPSAMPLERS[cfg.upsampler](cfg.dim, cfg.resample_stages + int(extra))
         self.posnet = PosNet(cfg.dim, cfg.dropout)
         self.backbone = VocosBackbone(
             input_channels=cfg.dim,
@@ -78,7 +93,7 @@ class AcousticDecoder(nn.Module):
             intermediate_dim=cfg.intermediate_dim,
             num_layers=cfg.decoder_layers,
         )
-        self.head = ISTFTHead(cfg.dim, n_fft=cfg.n_fft, hop_length=hop, padding="same")
+        self.head = ISTFTHead(cfg.dim, n_fft=cfg.n_fft, hop_length=head_hop, padding="same")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.backbone(self.posnet(self.upsample(z)))
@@ -149,7 +164,8 @@ class WavCodec(Pretrained, nn.Module):
             z, codes, projected, commitment, codebook = self.quantizer(
                 latent.float().transpose(1, 2)
             )
-        if self.training and self.cfg.dead_code_steps > 0:
+        # A frozen quantizer (codec-3's train_parts) stays in eval mode and keeps its entries.
+        if self.quantizer.training and self.cfg.dead_code_steps > 0:
             self._restart_dead_codes(projected.detach(), codes)
         return z, codes, commitment, codebook
 
@@ -232,6 +248,9 @@ def copy_wavlm(codec: WavCodec | str | Path, backbone: WavLMBackbone) -> None:
             f"{'normalised' if ssl_cfg.normalize_input else 'raw'} input and this model's "
             "does not: set ssl.normalize_input to match"
         )
+    if ssl_cfg.frontend != backbone.cfg.frontend:
+        raise ValueError(f"the codec's WavLM has the {ssl_cfg.frontend} front end and this "
+                         f"model's the {backbone.cfg.frontend} one: set ssl.frontend to match")
     kept = len(backbone.model.encoder.layers)
     layer = "model.encoder.layers."
     state = {k: v for k, v in state.items()

@@ -19,19 +19,39 @@ objective at all; the starts count from step 0, so they lie past it.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from l3se.models.codec_objectives import CodecObjective, CodecStep, ObjectiveOutput
+from l3se.models.frozen import freeze
 from l3se.models.llm import PAPER_QWEN3, LLMConfig, build_qwen3
 from l3se.models.tokenizer import load_tokenizer
 
 # Cross-entropy target of a position that predicts nothing (past the end, padding).
 IGNORE = -100
+# Written beside the exported codec: the trained audio vocabulary that stage lm can start from
+# (``audio_vocab_from_codec``), as the seed's speech LM starts from it.
+AUDIO_VOCAB_FILE = "audio_vocab.safetensors"
+
+
+def read_audio_vocab(codec_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input embeddings, next-token head rows), each [Q, K, H], of a codec-3 model directory
+    trained with LLM-Codec."""
+    from safetensors.torch import load_file
+
+    path = Path(codec_dir) / AUDIO_VOCAB_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: only a codec-3 model trained with llm_codec "
+                                "exports an audio vocabulary")
+    tensors = load_file(str(path))
+    return tensors["embed"], tensors["head"]
 
 
 @dataclass
@@ -59,7 +79,8 @@ class LLMCodecConfig:
     sa_contrastive_weight: float = 0.05
     sa_start: int = 12000
     sa_ramp: int = 2000
-    # Paper 4.2: layers L/3 .. 0.8 L (10-25 of 32), as fractions of the LLM's depth.
+    # Paper 4.2: layers L/3 .. 0.8 L (10-25 of 32), as fractions of the LLM's depth, rounded
+    # down as the seed's int() does.
     sa_layers: tuple[float, float] = (1 / 3, 0.8)
     # Paper Table 6: FIFO of 512 text vectors, logit scale 5.0, label smoothing 0.1.
     bank_size: int = 512
@@ -229,7 +250,7 @@ class LLMCodecObjective(CodecObjective):
         self.frame_length = frame_length
         self._tokenizer = None
         llm = build_qwen3(cfg.llm)
-        self.llm = llm.requires_grad_(False).eval()
+        self.llm = freeze(llm)
         hidden = llm.config.hidden_size
         # Paper 5.2: audio embeddings drawn at random (not from the LLM) lose the whole SALMon
         # gain. Rows drawn from the Gaussian of the text rows (the rows the tokenizer reaches:
@@ -257,17 +278,30 @@ class LLMCodecObjective(CodecObjective):
         self.bridge = GumbelBridge(latent_dim, q, k)
         self.bank = TextBank(len(self.sa_layers), cfg.bank_size, hidden)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.llm.eval()
-        return self
-
     @property
     def sa_layers(self) -> list[int]:
-        """Indices into the LLM's hidden states (0 = input embeddings, l = output of layer l)."""
+        """The aligned decoder layers, numbered from 1 (layer l is ``model.layers[l - 1]``)."""
         n = self.llm.config.num_hidden_layers
-        lo, hi = (min(max(round(f * n), 1), n) for f in self.cfg.sa_layers)
+        lo, hi = (min(max(int(f * n), 1), n) for f in self.cfg.sa_layers)
         return list(range(lo, hi + 1))
+
+    @contextlib.contextmanager
+    def _layer_outputs(self) -> Iterator[list[torch.Tensor]]:
+        """The outputs of the aligned layers, recorded by hooks during the LLM calls in the
+        block: each layer's own output, whereas ``hidden_states[-1]`` is the final norm's in some
+        transformers versions and the last layer's in others."""
+        outputs: list[torch.Tensor] = []
+
+        def record(_, args, out):
+            outputs.append(out[0] if isinstance(out, tuple) else out)
+
+        layers = self.llm.model.layers
+        hooks = [layers[i - 1].register_forward_hook(record) for i in self.sa_layers]
+        try:
+            yield outputs
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     @property
     def tokenizer(self):
@@ -291,6 +325,16 @@ class LLMCodecObjective(CodecObjective):
         """E_audio [Q, K, H]: row (q, k) is the LLM input of entry k of codebook q (the live
         parameter, e.g. for stage lm to start from)."""
         return self.audio_embed
+
+    def export(self, path: Path) -> None:
+        """E_audio and the next-token head's rows (E_audio again without FTP heads); the
+        head's residual block, which the LM has no place for, is left out."""
+        from safetensors.torch import save_file
+
+        head = self.heads[0].rows if len(self.heads) else self.audio_embed
+        save_file({"embed": self.audio_embed.detach().float().contiguous().cpu(),
+                   "head": head.detach().float().contiguous().cpu()},
+                  str(Path(path) / AUDIO_VOCAB_FILE))
 
     def weights(self, step: int) -> tuple[float, float, float]:
         """(FTP, SA cosine, SA contrastive) weights at optimizer step ``step``."""
@@ -328,14 +372,23 @@ class LLMCodecObjective(CodecObjective):
         }
 
         w_ftp, w_cos, w_con = self.weights(step.step)
-        has_text = any(text and text.strip() for text in step.texts)
-        run_sa = (w_cos > 0 or w_con > 0) and has_text
+        sa_on = w_cos > 0 or w_con > 0
+        with_text = sum(bool(text and text.strip()) for text in step.texts)
+        run_sa = sa_on and with_text > 0
+        counts = {}
+        if sa_on:
+            # Logged on every step SA is on, counted by the items it scored: every rank logs the
+            # same keys, and a batch without transcripts does not count as a zero loss.
+            zero = torch.zeros((), device=codes.device)
+            logs.update(sa_cos=zero, sa_contrastive=zero)
+            n = torch.tensor(float(with_text), device=codes.device)
+            counts.update(sa_cos=n, sa_contrastive=n)
         if w_ftp > 0 or run_sa:
             token_valid = valid.repeat_interleave(q, dim=1)  # [B, Q*T12], frame-major
-            out = self.llm.model(
-                inputs_embeds=self.embed(y), attention_mask=token_valid.long(),
-                output_hidden_states=run_sa,
-            )
+            with self._layer_outputs() if run_sa else contextlib.nullcontext([]) as audio_states:
+                out = self.llm.model(
+                    inputs_embeds=self.embed(y), attention_mask=token_valid.long()
+                )
             if w_ftp > 0:
                 ids = targets.reshape(b, -1).masked_fill(~token_valid, IGNORE)
                 per_head = future_token_loss(out.last_hidden_state, ids, self.heads, q)
@@ -344,17 +397,18 @@ class LLMCodecObjective(CodecObjective):
                 logs["ftp"] = ftp
                 logs.update({f"ftp_offset{j + 1}": ce for j, ce in enumerate(per_head)})
             if run_sa:
-                cos, con = self.semantic_alignment(out.hidden_states, token_valid, step.texts)
+                cos, con = self.semantic_alignment(audio_states, token_valid, step.texts)
                 loss = loss + w_cos * cos + w_con * con
                 logs.update(sa_cos=cos, sa_contrastive=con)
-        return ObjectiveOutput(loss=loss, logs={k: v.detach() for k, v in logs.items()})
+        return ObjectiveOutput(loss=loss, logs={k: v.detach() for k, v in logs.items()},
+                               counts=counts)
 
     def semantic_alignment(
-        self, audio_states: tuple[torch.Tensor, ...], token_valid: torch.Tensor,
+        self, audio_states: list[torch.Tensor], token_valid: torch.Tensor,
         texts: list[str | None],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states of the audio sequence (L+1 of [B, N, H]), its token mask [B, N] and
-        the transcripts -> (mean 1 - cos, contrastive loss), averaged over the aligned layers
+        """The aligned layers' outputs on the audio sequence ([B, N, H] each, ``sa_layers``
+        order), its token mask [B, N] and the transcripts -> (mean 1 - cos, contrastive loss), averaged over the aligned layers
         and the items with a transcript. In training the text vectors then join the bank."""
         keep = [i for i, text in enumerate(texts) if text and text.strip()]
         device = token_valid.device
@@ -363,18 +417,14 @@ class LLMCodecObjective(CodecObjective):
             max_length=self.cfg.max_text_tokens, return_tensors="pt",
         ).to(device)
         # The text side is the fixed target: paper 4.2 keeps the audio branch from moving it.
-        with torch.no_grad():
-            text_states = self.llm.model(
-                input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                output_hidden_states=True,
-            ).hidden_states
+        with torch.no_grad(), self._layer_outputs() as text_states:
+            self.llm.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
         rows = torch.tensor(keep, device=device)
         audio_last = token_valid.sum(1)[rows] - 1
         text_last = enc.attention_mask.sum(1) - 1
         n = torch.arange(len(keep), device=device)
-        layers = self.sa_layers
-        audio = torch.stack([audio_states[i][rows, audio_last] for i in layers]).float()
-        text = torch.stack([text_states[i][n, text_last] for i in layers]).float()
+        audio = torch.stack([s[rows, audio_last] for s in audio_states]).float()
+        text = torch.stack([s[n, text_last] for s in text_states]).float()
         audio, text = F.normalize(audio, dim=-1), F.normalize(text, dim=-1)  # [L, n, H]
 
         positive = (audio * text).sum(-1, keepdim=True)  # [L, n, 1]

@@ -116,6 +116,21 @@ class SpeechLM(Pretrained, nn.Module):
         conf.vocab_size = self.tokens.vocab_size
         self.llm.vocab_size = self.tokens.vocab_size
 
+    @torch.no_grad()
+    def load_audio_vocabulary(self, embed: torch.Tensor, head: torch.Tensor) -> None:
+        """Start the audio tokens' input embeddings and, when untied, output-head rows from
+        [Q, K, H] tensors: those LLM-Codec trained for this codec with the same LLM."""
+        t = self.tokens
+        shape = (t.n_codebooks, t.codebook_size, self.hidden_size)
+        for name, rows in (("embeddings", embed), ("head", head)):
+            if tuple(rows.shape) != shape:
+                raise ValueError(f"audio {name} of shape {tuple(rows.shape)}; this LM needs "
+                                 f"{shape} (codebooks, entries, hidden size)")
+        weight = self.llm.model.embed_tokens.weight
+        weight[t.n_specials :] = embed.reshape(-1, shape[2]).to(weight)
+        if self.llm.lm_head.weight is not weight:
+            self.llm.lm_head.weight[t.n_specials :] = head.reshape(-1, shape[2]).to(weight)
+
     @property
     def hidden_size(self) -> int:
         return self.llm.config.hidden_size

@@ -70,9 +70,7 @@ class PosNet(nn.Module):
 
 
 class _Resample(nn.Module):
-    """``stages`` stride-2 convolutions of one kind with GELU between them."""
-
-    conv: type[nn.Module]
+    """``stages`` stride-2 layers of one kind with GELU between them."""
 
     def __init__(self, channels: int, stages: int):
         super().__init__()
@@ -80,8 +78,11 @@ class _Resample(nn.Module):
         for i in range(stages):
             if i:
                 layers.append(nn.GELU())
-            layers.append(self.conv(channels, channels, kernel_size=4, stride=2, padding=1))
+            layers.append(self.layer(channels))
         self.layers = nn.Sequential(*layers)
+
+    def layer(self, channels: int) -> nn.Module:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -90,10 +91,30 @@ class _Resample(nn.Module):
 class Downsample(_Resample):
     """[B, C, T] -> [B, C, T / 2**stages] (T divisible): strided convs with GELU between."""
 
-    conv = nn.Conv1d
+    def layer(self, channels: int) -> nn.Module:
+        return nn.Conv1d(channels, channels, kernel_size=4, stride=2, padding=1)
 
 
 class Upsample(_Resample):
-    """[B, C, T] -> [B, C, T * 2**stages]: transposed strided convs with GELU between."""
+    """[B, C, T] -> [B, C, T * 2**stages]: transposed strided convs with GELU between.
 
-    conv = nn.ConvTranspose1d
+    A kernel-4 stride-2 transposed conv adds two taps to even outputs and two others to odd
+    ones, a checkerboard that every output shares: at 12.5 Hz tokens, a comb at multiples of
+    25 Hz. ``InterpUpsample`` has no such pattern."""
+
+    def layer(self, channels: int) -> nn.Module:
+        return nn.ConvTranspose1d(channels, channels, kernel_size=4, stride=2, padding=1)
+
+
+class InterpUpsample(_Resample):
+    """[B, C, T] -> [B, C, T * 2**stages]: per stage, linear interpolation to twice the rate
+    then a kernel-3 conv, with GELU between stages."""
+
+    def layer(self, channels: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="linear", align_corners=False),
+            nn.Conv1d(channels, channels, kernel_size=3, padding=1),
+        )
+
+
+UPSAMPLERS = {"transposed": Upsample, "interp": InterpUpsample}

@@ -144,6 +144,7 @@ class NIEncoder(Pretrained, nn.Module):
                 arch=codec.ssl.arch(),
                 frozen=False,
                 normalize_input=codec.cfg.ssl.normalize_input,
+                frontend=codec.cfg.ssl.frontend,
             )
             cfg = NIEncoderConfig(
                 ssl=ssl,
@@ -189,7 +190,7 @@ def _same_arch(a: WavLMBackbone, b: WavLMBackbone) -> bool:
     def strip(arch: dict) -> dict:
         return {k: v for k, v in arch.items() if k not in _NOT_ARCH}
 
-    return strip(a.arch()) == strip(b.arch())
+    return a.cfg.frontend == b.cfg.frontend and strip(a.arch()) == strip(b.arch())
 
 
 def _check_same_backbone(codec: WavCodec, s2t: WavS2T) -> None:

@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from l3se.config import load_config, save_config
 from l3se.models.codec_objectives import CodecObjective, CodecStep, ObjectiveOutput, WordTimes
+from l3se.models.frozen import freeze
 from l3se.models.ssl import SSLConfig, WavLMBackbone, valid_frames
 from l3se.models.tokenizer import load_tokenizer
 from l3se.models.weights import CONFIG_FILE, WEIGHTS_FILE, load_weights, save_weights
@@ -108,8 +109,7 @@ class TextEncoder(nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 self.model = AutoModel.from_config(conf)
-        self.model.requires_grad_(False)
-        self.train(False)
+        freeze(self)
 
     @property
     def tokenizer(self):
@@ -133,9 +133,6 @@ class TextEncoder(nn.Module):
         import json
 
         return json.loads(self.model.config.to_json_string(use_diff=False))
-
-    def train(self, mode: bool = True) -> TextEncoder:
-        return super().train(False)
 
     @torch.no_grad()
     def forward(self, words: list[list[str]]) -> tuple[list[torch.Tensor], list[list[int]]]:
@@ -289,12 +286,6 @@ class Summarizer(nn.Module):
         self.out = nn.Linear(cfg.dim, self.text.dim)
         self.train(False)
 
-    def train(self, mode: bool = True) -> Summarizer:
-        super().train(mode)
-        self.ssl.train(False)
-        self.text.train(False)
-        return self
-
     def targets(self, words: list[WordTimes]) -> tuple[list[torch.Tensor], list[list]]:
         """B aligned word lists -> (B text-vector targets [N_b, E], B lists of N_b subword spans
         in seconds)."""
@@ -403,28 +394,27 @@ class TTRLoss(CodecObjective):
         super().__init__()
         self.cfg = cfg
         self.summarizer = summarizer
-        self.summarizer.requires_grad_(False)
-        self.train(False)
-
-    def train(self, mode: bool = True) -> TTRLoss:
-        super().train(mode)
-        self.summarizer.train(False)
-        return self
+        freeze(self.summarizer)
 
     def forward(self, step: CodecStep) -> ObjectiveOutput:
         items = [i for i, w in enumerate(step.words) if w]
         zero = step.recon.new_zeros(())
+        # Every call logs the same keys (every rank must), counted by the utterances scored.
+        nothing = ObjectiveOutput(loss=zero, logs=dict.fromkeys(("loss", "cos", "relation"), zero),
+                                  counts=dict.fromkeys(("loss", "cos", "relation"), zero))
         if not items:
-            return ObjectiveOutput(loss=zero, logs={})
+            return nothing
         words = [step.words[i] for i in items]
         index = torch.tensor(items, device=step.recon.device)
         targets, spans = self.summarizer.targets(words)
         preds = self.summarizer.summarize(step.recon[index], step.lengths[index], spans)
         parts = batch_parts(preds, targets)
         if parts is None:
-            return ObjectiveOutput(loss=zero, logs={})
+            return nothing
         cos_dist, relation = parts
         total = self.cfg.cos_weight * cos_dist + self.cfg.relation_weight * relation
         logs = {"loss": total.detach(), "cos": (1.0 - cos_dist).detach(),
                 "relation": relation.detach()}
-        return ObjectiveOutput(loss=self.cfg.weight * total, logs=logs)
+        scored = step.recon.new_tensor(float(sum(len(t) > 0 for t in targets)))
+        return ObjectiveOutput(loss=self.cfg.weight * total, logs=logs,
+                               counts=dict.fromkeys(logs, scored))

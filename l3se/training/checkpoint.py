@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from l3se.config import save_config
+from l3se.models.frozen import is_frozen
 from l3se.models.weights import storable
 
 MODEL_FILE = "model.safetensors"
@@ -80,13 +81,14 @@ def write_rng(folder: Path, rank: int) -> None:
 
 
 def frozen_parts(module: nn.Module) -> list[str]:
-    """Names of the largest submodules that have parameters and train none of them."""
+    """Names of the largest submodules that are frozen (``l3se.models.frozen``) or have
+    parameters and train none of them."""
     parts = []
 
     def visit(prefix: str, parent: nn.Module) -> None:
         for name, child in parent.named_children():
             params = list(child.parameters())
-            if params and not any(p.requires_grad for p in params):
+            if is_frozen(child) or (params and not any(p.requires_grad for p in params)):
                 parts.append(prefix + name)
             else:
                 visit(f"{prefix}{name}.", child)
@@ -121,15 +123,20 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def frozen_fingerprints(task: nn.Module) -> dict[str, str]:
+    """Frozen part -> its fingerprint."""
+    return {part: fingerprint(t) for part, t in split_tensors(task)[1].items()}
+
+
 def write_checkpoint(
     folder: Path, task: nn.Module, optimizers: dict[str, torch.optim.Optimizer], state: dict,
-    config: Any = None,
+    config: Any = None, fingerprints: dict[str, str] | None = None,
 ) -> None:
     """Rank 0's part: weights, optimizers, ``config`` (a recipe config), then ``state.json``
-    with the manifest."""
+    with the manifest. ``fingerprints``: ``frozen_fingerprints(task)`` when already known."""
     from safetensors.torch import save_file
 
-    trained, frozen = split_tensors(task)
+    trained, _ = split_tensors(task)
     save_file(storable(trained), str(folder / MODEL_FILE))
     tensors: dict[str, torch.Tensor] = {}
     optim_meta: dict[str, Any] = {}
@@ -149,7 +156,7 @@ def write_checkpoint(
     files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
     payload = {
         "state": state,
-        "frozen": {part: fingerprint(t) for part, t in frozen.items()},
+        "frozen": fingerprints if fingerprints is not None else frozen_fingerprints(task),
         "optimizers": optim_meta,
         "files": files,
     }
@@ -173,15 +180,18 @@ def read_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     rank: int,
     device: torch.device,
+    fingerprints: dict[str, str] | None = None,
 ) -> dict:
-    """Check the frozen parts, load weights, optimizer states and this rank's RNG; return the
-    engine's state."""
+    """Check the frozen parts (``fingerprints``: ``frozen_fingerprints(task)`` when already
+    known), load weights, optimizer states and this rank's RNG; return the engine's state."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta = _read_manifest(folder)
-    trained, frozen = split_tensors(task)
-    _check_frozen(folder, meta.get("frozen", {}), frozen)
+    trained, _ = split_tensors(task)
+    if fingerprints is None:
+        fingerprints = frozen_fingerprints(task)
+    _check_frozen(folder, meta.get("frozen", {}), fingerprints)
     try:
         weights = load_file(str(folder / MODEL_FILE), device=str(device))
         # Optimizers move state to their parameters' device themselves, except Adam's step
@@ -206,14 +216,14 @@ def read_checkpoint(
     return meta["state"]
 
 
-def _check_frozen(folder: Path, recorded: dict[str, str], frozen: dict[str, dict]) -> None:
+def _check_frozen(folder: Path, recorded: dict[str, str], frozen: dict[str, str]) -> None:
     if set(recorded) != set(frozen):
         raise CheckpointError(
             f"checkpoint {folder} was written with frozen parts {sorted(recorded)}, but this task "
             f"freezes {sorted(frozen)} (was the config changed, or an older l3se used?)"
         )
-    for part, tensors in frozen.items():
-        if fingerprint(tensors) != recorded[part]:
+    for part, digest in frozen.items():
+        if digest != recorded[part]:
             names = folder / CONFIG_FILE
             hint = f"; {names} names the models it was trained with" if names.is_file() else ""
             raise CheckpointError(

@@ -10,8 +10,9 @@ from pathlib import Path
 from torch import nn
 
 from l3se.models.codec import WavCodec
-from l3se.models.codec_objectives import CodecObjective, CodecStep
+from l3se.models.codec_objectives import CodecObjective, CodecStep, ObjectiveOutput
 from l3se.models.discriminators import Discriminator
+from l3se.models.frozen import freeze
 from l3se.models.losses import (
     CodecLossConfig,
     MultiScaleMelLoss,
@@ -43,7 +44,12 @@ class CodecTask(Task):
             self.weights.mel_n_mels, self.weights.mel_windows, codec.sample_rate
         )
         self.discriminator = discriminator
-        self.objectives = nn.ModuleList(objectives)
+        # By name, so that a config names an objective's parameters as
+        # "objectives.<name>.<parameter>" (optim.groups) whatever the others are.
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives {names}: each name once")
+        self.objectives = nn.ModuleDict({o.name: o for o in objectives})
         if generator_warmup and discriminator is None:
             raise ValueError("generator_warmup trains the discriminator alone: it needs one")
         self.generator_warmup = generator_warmup
@@ -53,9 +59,6 @@ class CodecTask(Task):
         # The step of the latest training batch: validation scores the objectives as they stand.
         self._step = 0
 
-    def updates_generator(self, step: int) -> bool:
-        return step >= self.generator_warmup
-
     def _reconstruct(self, batch: dict):
         wav, lengths = batch["clean"], batch["lengths"]
         out = self.codec(wav, lengths)
@@ -63,21 +66,17 @@ class CodecTask(Task):
         # makes of it.
         return wav, out, length_mask(out.audio, lengths)
 
-    def _objectives(self, batch: dict, wav, out, recon, step: int) -> dict[str, tuple]:
-        """name -> (weighted loss, unweighted logs) of every extra objective."""
+    def _objectives(self, batch: dict, wav, out, recon, step: int) -> dict[str, ObjectiveOutput]:
+        """name -> output of every extra objective."""
         if not self.objectives:
             return {}
         meta = batch["meta"]
         s = CodecStep(
             clean=wav, recon=recon, lengths=batch["lengths"], codes=out.codes,
             quantized=out.quantized, texts=[m.get("text") for m in meta],
-            words=[m.get("words") for m in meta], step=step,
+            words=[m.get("words") for m in meta], step=step, clips=clip_keys(batch),
         )
-        results = {}
-        for objective in self.objectives:
-            o = objective(s)
-            results[objective.name] = (o.loss, o.logs)
-        return results
+        return {name: objective(s) for name, objective in self.objectives.items()}
 
     def training_step(self, batch: dict, step: int) -> StepOutput:
         self._step = step
@@ -86,19 +85,22 @@ class CodecTask(Task):
         mel = self.mel_loss(recon, wav)
         loss = w.mel * mel + w.commitment * out.commitment_loss + w.codebook * out.codebook_loss
         logs = {"mel": mel, "commitment": out.commitment_loss, "codebook": out.codebook_loss}
-        cache = None
-        if self.discriminator is not None:
-            adv, fm = generator_loss(self.discriminator, recon, wav)
-            loss = loss + w.adversarial * adv + w.feature_matching * fm
-            logs.update(adversarial=adv, feature_matching=fm)
-            cache = (recon.detach(), wav)
+        counts = {}
+        cache = None if self.discriminator is None else (recon.detach(), wav)
+        # During the discriminator-only warm-up nothing would receive these terms' gradients.
         if self.updates_generator(step):
-            for name, (extra, parts) in self._objectives(batch, wav, out, recon, step).items():
-                loss = loss + extra
-                logs.update({f"{name}/{k}": v for k, v in parts.items()})
+            if self.discriminator is not None:
+                adv, fm = generator_loss(self.discriminator, recon, wav)
+                loss = loss + w.adversarial * adv + w.feature_matching * fm
+                logs.update(adversarial=adv, feature_matching=fm)
+            for name, o in self._objectives(batch, wav, out, recon, step).items():
+                loss = loss + o.loss
+                logs.update({f"{name}/{k}": v for k, v in o.logs.items()})
+                counts.update({f"{name}/{k}": v for k, v in o.counts.items()})
         logs["loss"] = loss
         self.usage.update(out.codes)
-        return StepOutput(loss=loss, logs={k: v.detach() for k, v in logs.items()}, cache=cache)
+        return StepOutput(loss=loss, logs={k: v.detach() for k, v in logs.items()},
+                          counts=counts, cache=cache)
 
     def discriminator_step(self, cache, step: int) -> StepOutput:
         fake, real = cache
@@ -112,8 +114,8 @@ class CodecTask(Task):
             "si_sdr": si_sdr(recon, wav).mean(),
             "lsd": log_spectral_distance(recon, wav).mean(),
         }
-        for name, (_, parts) in self._objectives(batch, wav, out, recon, self._step).items():
-            metrics.update({f"{name}/{k}": v for k, v in parts.items()})
+        for name, o in self._objectives(batch, wav, out, recon, self._step).items():
+            metrics.update({f"{name}/{k}": v for k, v in o.logs.items()})
         return ValOutput(metrics=metrics, audio={"clean": wav, "reconstruction": recon})
 
     def log_extras(self) -> dict[str, float]:
@@ -124,6 +126,15 @@ class CodecTask(Task):
 
     def export(self, path: Path) -> None:
         self.codec.save_pretrained(path)
+        for objective in self.objectives.values():
+            objective.export(Path(path))
+
+
+def clip_keys(batch: dict) -> list[str | None]:
+    """Each item's identity: the utterance, where its clip starts and how long it is."""
+    lengths = batch["lengths"].tolist()
+    return [f"{m['id']}@{m.get('offset', 0.0):.4f}+{n}" if m.get("id") is not None else None
+            for m, n in zip(batch["meta"], lengths)]
 
 
 def freeze_codec_parts(codec: WavCodec, parts: Sequence[str]) -> None:
@@ -135,4 +146,5 @@ def freeze_codec_parts(codec: WavCodec, parts: Sequence[str]) -> None:
         raise ValueError(f"train_parts: no codec part named {', '.join(unknown)}; "
                          f"choose from {', '.join(known)}")
     for name in known:
-        getattr(codec, name).requires_grad_(name in parts)
+        if name not in parts:
+            freeze(getattr(codec, name))

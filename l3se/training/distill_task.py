@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from l3se.models.frozen import freeze
 from l3se.models.heads import frame_padding_mask
 from l3se.models.ni_encoder import NIEncoder, NIOutput
 from l3se.models.s2t import FRAMES_PER_TOKEN
@@ -81,14 +82,8 @@ class DistillTask(Task):
                     "(semantic)"
                 )
         self.student = student
-        self.teacher = teacher.requires_grad_(False)
-        self.teacher.eval()
-
-    def train(self, mode: bool = True) -> DistillTask:
         # Dropout, layerdrop or SpecAugment in the teacher would make the targets noisy.
-        super().train(mode)
-        self.teacher.eval()
-        return self
+        self.teacher = freeze(teacher)
 
     @torch.no_grad()
     def targets(self, clean: torch.Tensor, lengths: torch.Tensor | None) -> Targets:

@@ -83,10 +83,21 @@ def broadcast_module(module: nn.Module) -> None:
 
 
 def average_gradients(params: Iterable[nn.Parameter], world_size: int) -> None:
-    """All-reduce the mean gradient; a parameter without one counts as a zero gradient, so
-    ranks that skipped a branch stay in step."""
+    """All-reduce the mean gradient. A parameter that some rank gave a gradient counts as a zero
+    gradient on the others, so ranks that skipped a branch stay in step; one that no rank gave a
+    gradient keeps none, so the optimizer leaves it alone (no weight decay, no moment update) as
+    it would on one process."""
+    params = list(params)
+    if not params:
+        return
+    # On the parameters' device: NCCL reduces CUDA tensors only.
+    present = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    dist.all_reduce(present)
     grads = []
-    for p in params:
+    for p, anywhere in zip(params, present.tolist()):
+        if not anywhere:
+            p.grad = None
+            continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         grads.append(p.grad)
@@ -102,16 +113,28 @@ def average_gradients(params: Iterable[nn.Parameter], world_size: int) -> None:
                 offset += g.numel()
 
 
-def average_scalars(values: dict[str, torch.Tensor], env: DistEnv) -> dict[str, float]:
-    """Mean of each scalar over ranks (every rank must pass the same keys)."""
-    if not values:
+def average_scalars(
+    sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], env: DistEnv
+) -> dict[str, float]:
+    """Count-weighted mean of each logged scalar over ranks: ``sums[k]`` is this rank's
+    count-weighted sum, ``counts[k]`` its count. Ranks may hold different keys (a branch only
+    some batches take); a key no rank counted is left out."""
+    keys = sorted(sums)
+    if env.world_size > 1:
+        gathered: list[list[str] | None] = [None] * env.world_size
+        dist.all_gather_object(gathered, keys)
+        keys = sorted(set().union(*gathered))
+    if not keys:
         return {}
-    keys = sorted(values)
-    stacked = torch.stack([values[k].detach().float().to(env.device) for k in keys])
+    zero = torch.zeros(())
+    stacked = torch.stack([
+        torch.stack([sums.get(k, zero).float() for k in keys]),
+        torch.stack([counts.get(k, zero).float() for k in keys]),
+    ]).to(env.device)
     if env.world_size > 1:
         dist.all_reduce(stacked)
-        stacked /= env.world_size
-    return dict(zip(keys, stacked.tolist()))
+    totals, n = stacked.tolist()
+    return {k: s / c for k, s, c in zip(keys, totals, n) if c > 0}
 
 
 def _buckets(tensors: list[torch.Tensor]) -> Iterable[list[torch.Tensor]]:

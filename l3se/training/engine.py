@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -36,11 +37,19 @@ from l3se.training.distributed import (
     seed_everything,
     setup,
 )
+from l3se.training.optim import Network, build_network
 from l3se.training.options import OptimConfig, RecipeConfig, TrainConfig
-from l3se.training.schedule import warmup_cosine
 from l3se.training.task import Task
 
 log = logging.getLogger(__name__)
+
+
+def cpu_threads(threads: int | None) -> None:
+    """torch's intra-op threads for CPU training: ``threads``, else OMP_NUM_THREADS's count when
+    the environment sets one, else 1 (see ``TrainConfig.threads``)."""
+    if threads is None and "OMP_NUM_THREADS" in os.environ:
+        return
+    torch.set_num_threads(threads or 1)
 
 
 class Trainer:
@@ -60,6 +69,8 @@ class Trainer:
         self.name = name
         self.run_config = run_config
         self.env: DistEnv = setup(cfg.device)
+        if self.env.device.type == "cpu":
+            cpu_threads(cfg.threads)
         self.global_batch = cfg.global_batch(self.env.world_size)
         # What one forward/backward pass of this process sees.
         self.micro_batch = cfg.batch_size
@@ -67,24 +78,10 @@ class Trainer:
         if self.env.world_size > 1:
             broadcast_module(self.task)
 
-        self.optim_cfgs = {"generator": optim}
-        self.params = {"generator": task.generator_parameters()}
-        if not self.params["generator"]:
-            raise ValueError(f"{type(task).__name__} has no trainable parameters")
-        if task.discriminator is not None:
-            if optim_d is None:
-                raise ConfigError("this stage trains a discriminator: its config needs optim_d")
-            self.optim_cfgs["discriminator"] = optim_d
-            self.params["discriminator"] = list(task.discriminator.parameters())
-        elif optim_d is not None:
-            raise ConfigError("optim_d is set but this stage trains no discriminator")
-        self.optimizers = {
-            k: torch.optim.AdamW(
-                param_groups(self.params[k], o.weight_decay), lr=o.lr, betas=tuple(o.betas),
-                eps=o.eps,
-            )
-            for k, o in self.optim_cfgs.items()
-        }
+        self.networks = self._networks(task, optim, optim_d)
+        # Every torch optimizer by its checkpoint name.
+        self.optimizers = {k: o for net in self.networks.values()
+                           for k, o in net.optimizers.items()}
 
         self.train_set = train_set
         self.val_set = val_set
@@ -105,12 +102,35 @@ class Trainer:
         self.step = 0
         self.last_saved = -1
         self.writer = None
-        self._window: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
+        # Per logged key since the last log: the count-weighted sum of its values and the count.
+        self._sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
+        self._counts: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
         self._window_steps = 0
+        # The frozen parts' fingerprints: they cannot change during a run, so hashed once.
+        self._fingerprints: dict[str, str] | None = None
         self._times = {"data": 0.0, "step": 0.0}
         # Seconds spent in training steps and, within them, waiting for data, since construction.
         self.timings = {"data": 0.0, "step": 0.0, "steps": 0}
         self.skipped_steps = 0
+
+    def _networks(
+        self, task: Task, optim: OptimConfig, optim_d: OptimConfig | None
+    ) -> dict[str, Network]:
+        names = {id(p): n for n, p in task.named_parameters()}
+        generator = [(names[id(p)], p) for p in task.generator_parameters()]
+        if not generator:
+            raise ValueError(f"{type(task).__name__} has no trainable parameters")
+        updates = self.cfg.max_steps - task.generator_warmup
+        networks = {"generator": build_network("generator", optim, generator, updates)}
+        if task.discriminator is not None:
+            if optim_d is None:
+                raise ConfigError("this stage trains a discriminator: its config needs optim_d")
+            disc = [(names[id(p)], p) for p in task.discriminator.parameters()]
+            networks["discriminator"] = build_network("discriminator", optim_d, disc,
+                                                      self.cfg.max_steps, "optim_d")
+        elif optim_d is not None:
+            raise ConfigError("optim_d is set but this stage trains no discriminator")
+        return networks
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -142,6 +162,15 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.env.is_main and cfg.progress),
         )
+        try:
+            self._train_until(target, bar)
+        finally:
+            bar.close()
+            self._close_writer()
+        return self.step
+
+    def _train_until(self, target: int, bar) -> None:
+        cfg = self.cfg
         batches = self._batches()
         try:
             while self.step < target:
@@ -159,11 +188,6 @@ class Trainer:
                 bar.write(f"interrupted: saving a checkpoint at step {self.step}")
                 self.save_checkpoint()
             raise
-        except BaseException:
-            self._close_writer()
-            raise
-        finally:
-            bar.close()
         if self.step != self.last_saved:
             self.save_checkpoint()
         if self.step >= cfg.max_steps:
@@ -173,8 +197,6 @@ class Trainer:
                 self.task.export(self.output_dir / "model")
                 log.info("model saved to %s", self.output_dir / "model")
             barrier(self.env)
-        self._close_writer()
-        return self.step
 
     def _close_writer(self) -> None:
         if self.writer is not None:
@@ -226,11 +248,19 @@ class Trainer:
         final = self.ckpt_root / ckpt.checkpoint_name(self.step)
         if self.env.is_main:
             state = {"step": self.step, "world_size": self.env.world_size}
-            ckpt.write_checkpoint(tmp, self.task, self.optimizers, state, self.run_config)
+            ckpt.write_checkpoint(tmp, self.task, self.optimizers, state, self.run_config,
+                                  self.frozen_fingerprints())
             ckpt.finalize(tmp, self.ckpt_root, self.step, self.cfg.keep_checkpoints)
         barrier(self.env)
         self.last_saved = self.step
         return final
+
+    def frozen_fingerprints(self) -> dict[str, str]:
+        """Frozen part -> SHA-256, computed on first use (a CPU copy of gigabytes at paper
+        scale)."""
+        if self._fingerprints is None:
+            self._fingerprints = ckpt.frozen_fingerprints(self.task)
+        return self._fingerprints
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -239,7 +269,8 @@ class Trainer:
         if not found:
             return
         state = ckpt.read_checkpoint(
-            found[-1], self.task, self.optimizers, self.env.rank, self.env.device
+            found[-1], self.task, self.optimizers, self.env.rank, self.env.device,
+            self.frozen_fingerprints(),
         )
         self.step = self.last_saved = int(state["step"])
         if state.get("world_size") != self.env.world_size:
@@ -296,7 +327,7 @@ class Trainer:
                     out = task.training_step(batch, self.step)
                 if update:
                     (out.loss / accum).backward()
-                self._accumulate(out.logs, accum)
+                self._accumulate(out.logs, out.counts)
                 caches.append(out.cache)
         with _uninterrupted():
             if update:
@@ -306,7 +337,7 @@ class Trainer:
                     with self._autocast():
                         out = task.discriminator_step(cache, self.step)
                     (out.loss / accum).backward()
-                    self._accumulate(out.logs, accum)
+                    self._accumulate(out.logs, out.counts)
                 self._optimizer_step("discriminator")
             self.step += 1
         self._window_steps += 1
@@ -315,33 +346,45 @@ class Trainer:
         self.timings["step"] += elapsed
         self.timings["steps"] += 1
 
+    def _updates(self, name: str) -> int:
+        """Updates network ``name`` has made before this step: its schedule's position."""
+        warmup = self.task.generator_warmup if name == "generator" else 0
+        return self.step - warmup
+
     def _optimizer_step(self, name: str) -> None:
-        params, opt, ocfg = self.params[name], self.optimizers[name], self.optim_cfgs[name]
+        net = self.networks[name]
         if self.env.world_size > 1:
-            average_gradients(params, self.env.world_size)
-        clip = ocfg.grad_clip if ocfg.grad_clip is not None else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        lr = warmup_cosine(self.step, ocfg.lr, ocfg.min_lr, ocfg.warmup_steps, self.cfg.max_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
+            average_gradients(net.params, self.env.world_size)
+        clip = net.cfg.grad_clip if net.cfg.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(net.params, clip)
+        lr = net.set_lr(self._updates(name))
         # All ranks hold the same averaged gradient, so they agree on skipping.
-        if torch.isfinite(norm):
-            opt.step()
-        else:
+        finite = bool(torch.isfinite(norm))
+        if not finite:
             self.skipped_steps += 1
             log.warning("step %d: non-finite %s gradient, update skipped", self.step, name)
-        opt.zero_grad(set_to_none=True)
-        self._accumulate({f"grad_norm/{name}": norm.detach(), f"lr/{name}": torch.tensor(lr)}, 1)
+        for opt in net.optimizers.values():
+            if finite:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+        self._accumulate({f"grad_norm/{name}": norm.detach(), f"lr/{name}": torch.tensor(lr)})
 
-    def _accumulate(self, logs: dict[str, torch.Tensor], accum: int) -> None:
+    def _accumulate(self, logs: dict[str, torch.Tensor],
+                    counts: dict[str, torch.Tensor] | None = None) -> None:
+        """Add one micro-batch's (or one update's) logs; ``counts``: how many items a value
+        averages (default 1; 0: none, the value is ignored)."""
+        counts = counts or {}
         for k, v in logs.items():
-            self._window[k] = self._window[k] + v.detach().float().cpu() / accum
+            c = counts.get(k, torch.ones(())).detach().float().cpu()
+            self._sums[k] = self._sums[k] + v.detach().float().cpu() * c
+            self._counts[k] = self._counts[k] + c
 
     def _log(self, bar) -> None:
         n = max(self._window_steps, 1)
-        values = average_scalars({k: v / n for k, v in self._window.items()}, self.env)
+        values = average_scalars(self._sums, self._counts, self.env)
         times = dict(self._times)
-        self._window.clear()
+        self._sums.clear()
+        self._counts.clear()
         self._window_steps = 0
         self._times = {"data": 0.0, "step": 0.0}
         if not self.env.is_main:
@@ -375,21 +418,6 @@ class Trainer:
 
     def _autocast(self):
         return torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-
-def param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
-    """AdamW groups that decay matrices and kernels only, as BERT and nanoGPT do. A vector in
-    any shape (at most one dimension longer than 1: biases, norm and layer-scale gains,
-    weight-norm magnitudes, layer-mixture logits) sets a scale, an offset or a preference, and
-    decay would only pull it towards 0: a mixture towards uniform weights."""
-    def is_vector(p: nn.Parameter) -> bool:
-        return sum(n > 1 for n in p.shape) <= 1
-
-    groups = [
-        {"params": [p for p in params if not is_vector(p)], "weight_decay": weight_decay},
-        {"params": [p for p in params if is_vector(p)], "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 @contextlib.contextmanager

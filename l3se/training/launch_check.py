@@ -20,6 +20,7 @@ from l3se.models.s2t import WavS2TConfig
 from l3se.models.ssl import PAPER_WAVLM, WAVLM_LARGE, SSLConfig
 from l3se.models.ttr import BERT_BASE, PAPER_BERT, TextVectorConfig
 from l3se.training.distributed import BUCKET_ELEMENTS
+from l3se.training.optim import assign_groups
 from l3se.training.options import OptimConfig, RecipeConfig
 from l3se.training.task import Task
 
@@ -85,10 +86,21 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
-def _schedule(name: str, o: OptimConfig, max_steps: int) -> str:
-    return (f"{name}: AdamW, linear warmup over {o.warmup_steps} steps to lr {o.lr:g}, cosine "
-            f"to min_lr {o.min_lr:g} at step {max_steps} (betas {tuple(o.betas)}, weight decay "
-            f"{o.weight_decay:g}, grad clip {o.grad_clip})")
+def _schedule(name: str, o: OptimConfig, updates: int, first: int = 0) -> str:
+    """One network's optimizers and schedule, over its ``updates`` updates from step
+    ``first``."""
+    kind = {"adamw": f"AdamW (betas {tuple(o.betas)})", "sgd": f"SGD (momentum {o.momentum:g})"}
+    start = f" from step {first} (its first update)" if first else ""
+    lines = [f"{name}: {kind[o.optimizer]}, linear warmup over {o.warmup_steps} updates{start} "
+             f"to lr {o.lr:g}, cosine to min_lr {o.min_lr:g} at its update {updates} (weight "
+             f"decay {o.weight_decay:g}, grad clip {o.grad_clip})"]
+    for g in o.groups:
+        settings = {k: getattr(g, k) for k in ("optimizer", "lr", "min_lr", "weight_decay")
+                    if getattr(g, k) is not None}
+        lines.append(f"  group {', '.join(g.params)}: " +
+                     ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in settings.items()))
+    return "\n".join(lines)
 
 
 def describe_launch(task: Task, cfg: RecipeConfig, world_sizes: Sequence[int]) -> list[str]:
@@ -96,7 +108,11 @@ def describe_launch(task: Task, cfg: RecipeConfig, world_sizes: Sequence[int]) -
     of a launch on each of ``world_sizes`` processes, for ``task`` (built on any device, meta
     included) trained with ``cfg``. Raises ConfigError for a batch that cannot run."""
     train = cfg.train
-    lines = [_schedule("schedule", cfg.optim, train.max_steps)]
+    warmup = task.generator_warmup
+    names = {id(p): n for n, p in task.named_parameters()}
+    # A group that names no parameter is a typo that would otherwise surface at launch.
+    assign_groups(cfg.optim, [(names[id(p)], p) for p in task.generator_parameters()], "optim")
+    lines = [_schedule("schedule", cfg.optim, train.max_steps - warmup, warmup)]
     if cfg.optim_d is not None:
         lines.append(_schedule("discriminator schedule", cfg.optim_d, train.max_steps))
     compute = {"auto": "auto (bf16 autocast on CUDA, fp32 on CPU)", "bf16": "bf16 autocast",

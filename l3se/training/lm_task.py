@@ -14,6 +14,7 @@ import torch
 from l3se.decoding import generate
 from l3se.enhancer import EnhancerConfig, save_enhancer
 from l3se.models.codec import WavCodec
+from l3se.models.frozen import freeze
 from l3se.models.lm import SpeechLM
 from l3se.models.ni_encoder import NIEncoder
 from l3se.training.task import StepOutput, Task, ValOutput
@@ -27,16 +28,8 @@ class LMTask(Task):
         super().__init__()
         self.enhancer = enhancer or EnhancerConfig()
         self.lm = lm
-        self.ni_encoder = ni_encoder.requires_grad_(False)
-        self.codec = codec.requires_grad_(False)
-        self.train(True)
-
-    def train(self, mode: bool = True) -> LMTask:
-        # The frozen parts must never switch on dropout, layerdrop or WavLM's time masking.
-        super().train(mode)
-        self.ni_encoder.train(False)
-        self.codec.train(False)
-        return self
+        self.ni_encoder = freeze(ni_encoder)
+        self.codec = freeze(codec)
 
     def _prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """noisy [B, S] -> (prefix [B, T12, H], frame lengths [B] = ceil(lengths / 1280))."""

@@ -10,9 +10,27 @@ from l3se.config import ConfigError
 
 
 @dataclass
-class OptimConfig:
-    """AdamW with linear warmup then cosine decay from ``lr`` to ``min_lr`` at ``max_steps``."""
+class ParamGroupConfig:
+    """Parameters of one network that train with their own settings (unset: the section's). The
+    schedule's shape (warmup, cosine) is the network's; only its peak and floor are the
+    group's."""
 
+    # Parameter names in the task, or prefixes of them at a module boundary: e.g.
+    # "objectives.llm_codec.heads" takes every parameter under that module.
+    params: list[str] = field(default_factory=list)
+    optimizer: Literal["adamw", "sgd"] | None = None
+    lr: float | None = None
+    min_lr: float | None = None
+    weight_decay: float | None = None
+
+
+@dataclass
+class OptimConfig:
+    """One network's optimizer (AdamW or SGD) with linear warmup then cosine decay from ``lr`` to
+    ``min_lr`` over the network's own updates; ``groups`` give named parameters their own
+    optimizer, rate or weight decay."""
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-4
     min_lr: float = 1e-6
     warmup_steps: int = 1000
@@ -22,6 +40,9 @@ class OptimConfig:
     eps: float = 1e-8
     # Gradient-norm clip; null: none (the norm is still logged).
     grad_clip: float | None = 1000.0
+    # SGD's momentum (AdamW ignores it).
+    momentum: float = 0.9
+    groups: list[ParamGroupConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +58,11 @@ class TrainConfig:
     grad_accum: int = 1
     num_workers: int = 2
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch CPU threads per process when training on the CPU; null: OMP_NUM_THREADS when set,
+    # else 1. One thread kept 95% of two threads' speed on an idle 2-core machine and was 3x
+    # faster beside another busy process, where two OpenMP threads spin against it
+    # (`benchmarks/bench_train.py --layouts`, docs/benchmarks.md).
+    threads: int | None = None
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0

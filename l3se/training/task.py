@@ -14,6 +14,10 @@ from torch import nn
 class StepOutput:
     loss: torch.Tensor  # scalar to minimise
     logs: dict[str, torch.Tensor] = field(default_factory=dict)  # scalars to log (detached)
+    # How many items a log value averages, for the keys where that varies (default 1; 0: none,
+    # the value is ignored). The logged value is the count-weighted mean over micro-batches and
+    # processes, so a term only some batches have is not diluted by the others.
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)
     # Whatever the discriminator step needs from this generator step (e.g. detached fakes).
     cache: Any = None
 
@@ -29,12 +33,18 @@ class Task(nn.Module):
     ``training_step`` on each micro-batch (generator update), then, when ``discriminator`` is
     set, ``discriminator_step`` on each micro-batch's cache (discriminator update).
 
-    Checkpoints hold what trains. A frozen part (a submodule none of whose parameters require
-    grad) is not saved: resuming rebuilds the task, so the constructor must load it from its
-    source the same way every time; the checkpoint only checks its fingerprint.
+    Checkpoints hold what trains. A frozen part (a submodule passed to
+    ``l3se.models.frozen.freeze``, which also keeps it in eval mode through every ``train()``, or
+    one none of whose parameters require grad) is not saved: resuming rebuilds the task, so the
+    constructor must load it from its source the same way every time; the checkpoint only checks
+    its fingerprint.
     """
 
     sample_rate = 16000
+    # Optimizer steps at the start that update only the discriminator (a discriminator warm-up):
+    # ``training_step`` then runs without gradients, only to feed the discriminator, and the
+    # generator's learning-rate schedule starts with its first update.
+    generator_warmup = 0
 
     def __init__(self):
         super().__init__()
@@ -48,9 +58,8 @@ class Task(nn.Module):
         return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
 
     def updates_generator(self, step: int) -> bool:
-        """Whether optimizer step ``step`` updates the generator; when not, ``training_step``
-        runs without gradients, only to feed the discriminator (a discriminator warm-up)."""
-        return True
+        """Whether optimizer step ``step`` updates the generator (see ``generator_warmup``)."""
+        return step >= self.generator_warmup
 
     def training_step(self, batch: dict, step: int) -> StepOutput:
         raise NotImplementedError

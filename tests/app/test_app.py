@@ -269,15 +269,19 @@ def test_cli_share_flag():
 def test_model_card_follows_the_model_box(tmp_path):
     carded = fake_model_dir(tmp_path / "carded")
     write_card(ModelCard("tiny-demo", "three synthetic voices", measured="| a |\n|---|\n| 1 |",
-                         warning="ignores its input"), carded)
+                         warning="ignores its input. And more that only the full card says."),
+               carded)
     plain = fake_model_dir(tmp_path / "plain")
     demo = app.build_app(carded, loader=StandIn, output_dir=tmp_path / "o")
     shown = {b.elem_id: b.value for b in demo.blocks.values()
-             if b.elem_id in ("model-card", "model-measured")}
-    assert "tiny-demo" in shown["model-card"] and "ignores its input" in shown["model-card"]
-    assert shown["model-measured"] == "| a |\n|---|\n| 1 |"
+             if b.elem_id in ("model-card", "model-card-full")}
+    # Above the Enhance button one line; the whole card, table included, in the panel.
+    assert shown["model-card"] == ("tiny-demo: trained on three synthetic voices. Warning: "
+                                   "ignores its input; see the model card below")
+    assert "And more that only the full card says" in shown["model-card-full"]
+    assert shown["model-card-full"].endswith("| a |\n|---|\n| 1 |")
     cache = app.ModelCache(pytest.fail, carded)  # showing a card never loads a model
     assert "three synthetic voices" in cache.card("")[0]
     assert "No model card" in cache.card(str(plain))[0]
-    text, measured = cache.card(str(tmp_path / "typo"))
-    assert text.startswith("**Not a model directory:**") and measured == ""
+    text, full = cache.card(str(tmp_path / "typo"))
+    assert text.startswith("**Not a model directory:**") and full == ""

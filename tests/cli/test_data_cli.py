@@ -18,11 +18,12 @@ def listed_subcommands(*args: str) -> list[str]:
 
 
 def test_help_lists_subcommands():
-    assert listed_subcommands() == ["data", "recipe", "train", "enhance", "evaluate", "diagnose"]
+    assert listed_subcommands() == ["data", "recipe", "train", "enhance", "card", "evaluate",
+                                    "diagnose"]
     assert listed_subcommands("train") == ["codec-1", "codec-2", "s2t", "ttr", "codec-3", "distill",
                                            "lm"]
     assert listed_subcommands("data") == ["starter", "evalset", "word-times", "summary"]
-    assert listed_subcommands("recipe") == ["quickstart", "codec3-ablation"]
+    assert listed_subcommands("recipe") == ["quickstart", "codec3-ablation", "codec-sweep"]
 
 
 def test_summary_on_a_corpus(corpus, capsys):

@@ -283,20 +283,31 @@ def test_direct_mode_from_the_command_line(tree, model_dir, tmp_path):
     assert np.abs(direct - sf.read(outs["lm"], dtype="float32")[0]).max() > 1e-3
 
 
-def test_the_model_card_is_announced_before_enhancing(tree, model_dir, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="l3se.enhance_corpus")
-    assert main(["enhance", str(tree / "a.wav"), str(tmp_path / "a.wav"), "--model",
-                 str(model_dir), "--no-progress"]) == 0
-    assert [r.getMessage() for r in caplog.records] == [f"model {model_dir}: no model card "
-                                                        "(training data and quality unknown)"]
+def test_the_model_card_is_announced_once_on_one_short_line(tree, model_dir, tmp_path, capsys,
+                                                             caplog):
+    def announced(*argv: str) -> list[str]:
+        capsys.readouterr()
+        assert main(["enhance", *argv, "--no-progress"]) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("enhanced ")  # the run's summary is never silenced
+        return [line for line in err.splitlines() if line.startswith(("model ", "tiny-x"))]
+
+    assert announced(str(tree / "a.wav"), str(tmp_path / "a.wav"), "--model", str(model_dir)) == [
+        f"model {model_dir}: no model card, so its training data and quality are unknown"]
     carded = shutil.copytree(model_dir, tmp_path / "carded")
-    write_card(ModelCard("tiny-x", "noise only", warning="random weights"), carded)
-    caplog.clear()
+    write_card(ModelCard("tiny-x", "noise only " * 30, warning="random weights. More."), carded)
+    lines = announced(str(tree), str(tmp_path / "tree"), "--model", str(carded))
+    assert len(lines) == 1 and len(lines[0]) <= 160, lines  # once per run, however many files
+    assert lines[0].startswith("tiny-x: trained on noise only")
+    assert lines[0].endswith(f". Warning: random weights; see `l3se card {carded}`")
+    assert announced(str(tree / "a.wav"), str(tmp_path / "q.wav"), "--model", str(carded),
+                     "--quiet") == []
+
+    # The library logs the same line, when it loads a model.
+    caplog.set_level(logging.INFO, logger="l3se.enhance_corpus")
     enhance_corpus(tree / "a.wav", tmp_path / "b.wav", carded, progress=False, mode="direct")
     assert [r.getMessage() for r in caplog.records] == [
-        f"model tiny-x: trained on noise only WARNING: random weights ({carded})",
-        "mode direct: codec decoder on the quantized NI-Encoder output, no LM",
-    ]
+        lines[0], "mode direct: codec decoder on the quantized NI-Encoder output, no LM"]
     # Nothing left to do: no model is loaded, and none is announced.
     caplog.clear()
     enhance_corpus(tree / "a.wav", tmp_path / "b.wav", carded, progress=False)
@@ -326,8 +337,8 @@ def test_decoding_options_reach_generate(tree, model_dir, tmp_path, monkeypatch)
     used = []
     generate = decoding.generate
     monkeypatch.setattr(decoding, "generate",
-                        lambda lm, prefix, lengths, cfg, seeds=None:
-                        used.append(cfg) or generate(lm, prefix, lengths, cfg, seeds))
+                        lambda lm, prefix, lengths, cfg, *args, **kwargs:
+                        used.append(cfg) or generate(lm, prefix, lengths, cfg, *args, **kwargs))
     outs = {}
     for name, flags in {"greedy": [], "sampled": ["--strategy", "sample", "--temperature", "1.5",
                                                   "--top-k", "20", "--top-p", "0.9",

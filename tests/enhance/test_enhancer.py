@@ -330,3 +330,37 @@ def test_bad_modes_are_value_errors(enh):
     other_codec = WavCodec(tiny_codec_config(dim=2 * DIM))
     with pytest.raises(ValueError, match="no such path"):
         Enhancer(ni, lm, other_codec, EnhancerConfig(mode="direct"), device="cpu")
+
+
+def test_enhance_tensor_steps(enh):
+    x = torch.from_numpy(noisy(1.0, seed=6))
+    wavs = [x[:12800], x[:12000], x[:2560], x[:12801]]  # 10, 10, 2 and 11 codec frames
+    assert enh._frame_groups(wavs) == [[0, 1], [2], [3]]
+    assert enh._frame_aligned_samples(0.9) == 11 * FRAME_LENGTH  # 11.25 frames, in samples
+    seeds = enh._seeds(wavs, SAMPLE)
+    assert seeds == [item_seed(SAMPLE.seed, w) for w in wavs] and enh._seeds(wavs, DecodeConfig()) is None
+    with torch.inference_mode():
+        feats = [enh._encode([wavs[i] for i in rows]) for rows in enh._frame_groups(wavs)]
+        codes = enh._generate(feats, DecodeConfig(), None)
+        assert [tuple(c.shape) for c in codes] == [(2, 8, 10), (1, 8, 2), (1, 8, 11)]
+        audio = enh._decode_audio(codes[0], [12800, 12000])
+    assert [len(a) for a in audio] == [12800, 12000]
+    np.testing.assert_array_equal(audio[1].numpy(), enh.enhance_tensor(wavs)[1].numpy())
+
+
+def test_the_enhancer_owns_its_decoding_state(enh, model_dir, monkeypatch):
+    engines = []
+
+    def spy(*args, engine=None, **kwargs):
+        engines.append(engine)
+        return generate(*args, engine=engine, **kwargs)
+
+    monkeypatch.setattr("l3se.decoding.generate", spy)
+    enh.enhance(noisy(0.5), SR)
+    enh.enhance(noisy(0.3), SR)
+    assert engines == [enh.decoding, enh.decoding]
+    assert enh.decoding.threads == 1  # the token loop's CPU threads
+    own = Enhancer.from_pretrained(model_dir, device="cpu", cuda_graphs=False, decode_threads=2)
+    assert (own.decoding.cuda_graphs, own.decoding.threads) == (False, 2)
+    own.free()
+    assert own.decoding.graphs == 0

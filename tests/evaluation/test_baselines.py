@@ -60,7 +60,7 @@ def test_baseline_output_is_sample_aligned_and_less_noisy(name, min_gain_db, spe
     assert si_sdr(clean, out) > si_sdr(clean, noisy) + min_gain_db
 
 
-def test_enhance_items_resumes_and_redoes_on_a_new_version(tmp_path, evalset, monkeypatch):
+def test_enhance_items_redoes_a_lost_file_alone_and_everything_on_a_new_version(tmp_path, evalset, monkeypatch):
     items = load_manifest(evalset)
     folder = tmp_path / "dfn3"
     monkeypatch.setattr(Delayed, "version", lambda self: "1.0")
@@ -70,14 +70,23 @@ def test_enhance_items_resumes_and_redoes_on_a_new_version(tmp_path, evalset, mo
         "general/utt0.wav", "general/utt1.wav", "low/utt2.wav"]
     # The identity enhancer gives the noisy file back, less its white noise above soxr's passband.
     assert si_sdr(load_audio(items[0].noisy), load_audio(outputs[0])) > 20
+    enhanced = []
+    real = Delayed.process
+    monkeypatch.setattr(Delayed, "process", lambda self, wav: enhanced.append(1) or real(self, wav))
     stamps = [p.stat().st_mtime_ns for p in outputs]
     enhance_items(Delayed(), items, folder, progress=False)
-    assert [p.stat().st_mtime_ns for p in outputs] == stamps
+    assert [p.stat().st_mtime_ns for p in outputs] == stamps and not enhanced
+    # A lost output, same version: that file alone is redone.
     os.remove(outputs[1])
+    enhance_items(Delayed(), items, folder, progress=False)
+    assert outputs[1].is_file() and len(enhanced) == 1
+    assert [p.stat().st_mtime_ns for p in outputs if p != outputs[1]] == stamps[:1] + stamps[2:]
+    # A new version, nothing lost: every file is redone.
+    stamps = [p.stat().st_mtime_ns for p in outputs]
     monkeypatch.setattr(Delayed, "version", lambda self: "2.0")
     enhance_items(Delayed(), items, folder, progress=False)
-    assert all(p.stat().st_mtime_ns > s for p, s in zip(outputs, stamps) if p != outputs[1])
-    assert outputs[1].is_file()
+    assert len(enhanced) == 1 + len(outputs)
+    assert all(p.stat().st_mtime_ns > s for p, s in zip(outputs, stamps))
 
 
 def test_baselines_join_the_systems_before_clean(tmp_path, evalset, monkeypatch):
@@ -89,7 +98,7 @@ def test_baselines_join_the_systems_before_clean(tmp_path, evalset, monkeypatch)
 
     monkeypatch.setitem(baselines._CLASSES, "rnnoise", missing)
     res = evaluate(evalset, {"noisy": None, "clean": None}, metrics="sisdr", out_dir=tmp_path / "r",
-                   baselines=["dfn3", "rnnoise"], progress=False)
+                   baselines=["dfn3", "rnnoise"], progress=False, workers=1)
     assert res.systems == ["noisy", "dfn3", "clean"]
     assert res.skipped == ['skipped: rnnoise (pyrnnoise not installed; pip install -e ".[baselines]")']
     sdr = {(r["system"], r["id"]): r["sisdr"] for r in res.rows}
@@ -108,3 +117,31 @@ def test_baseline_input_mistakes(tmp_path, evalset, speech):
     clean_only = evalset.parent / "general" / "clean"
     with pytest.raises(InputError, match="has none"):
         evaluate(clean_only, {}, baselines=["rnnoise"])
+
+
+class NullStateLib:
+    """A native library whose constructors return NULL and whose other functions crash on it,
+    as the C code would (a segfault)."""
+
+    def __init__(self, path):
+        pass
+
+    def __getattr__(self, name):
+        def fn(*args):
+            if name.endswith("_create"):
+                return None
+            if args and args[0] is None:
+                raise AssertionError(f"{name}(NULL): a segfault in C")
+            return 480  # frame sizes
+
+        setattr(self, name, fn)  # ctypes' argtypes and restype are set on it
+        return fn
+
+
+@pytest.mark.parametrize(("name", "reason"), [("dfn3", "df_create could not load"),
+                                              ("rnnoise", "rnnoise_create returned no state")])
+def test_a_native_state_that_cannot_be_made_is_unavailable_not_a_crash(name, reason, monkeypatch):
+    _available(name)
+    monkeypatch.setattr(baselines.ctypes, "CDLL", NullStateLib)
+    with pytest.raises(BaselineUnavailable, match=reason):
+        load_baseline(name).enhance(np.zeros(4800, np.float32))

@@ -83,7 +83,7 @@ def test_judge_recognises_clean_speech_and_loses_words_in_noise(judge, speech):
 
 def test_floor_row_and_judge_columns_through_evaluate(tmp_path, evalset):
     res = evaluate(evalset, {"noisy": None}, metrics="sisdr,wer_cv,per_cv", out_dir=tmp_path / "r",
-                   progress=False)
+                   progress=False, workers=1)
     assert res.systems == ["noisy", "floor"]
     floor = [r for r in res.rows if r["system"] == "floor"]
     noisy = [r for r in res.rows if r["system"] == "noisy"]
@@ -95,5 +95,6 @@ def test_floor_row_and_judge_columns_through_evaluate(tmp_path, evalset):
     assert table[-1].startswith("floor,")
     assert "Row floor:" in (tmp_path / "r" / "summary.md").read_text()
     # With the clean system evaluated its row is the floor: no second one.
-    res = evaluate(evalset, {"noisy": None, "clean": None}, metrics="wer_cv", progress=False)
+    res = evaluate(evalset, {"noisy": None, "clean": None}, metrics="wer_cv", progress=False,
+                   workers=1)
     assert res.systems == ["noisy", "clean"]

@@ -126,7 +126,7 @@ def test_different_signals_score_lower(metrics, speech):
 def test_absent_model_logs_one_skip_line(tmp_path, evalset, caplog):
     with caplog.at_level(logging.WARNING, logger="l3se.evaluation"):
         res = evaluate(evalset, {"clean": None}, metrics="sisdr,sbs",
-                       models={"sbs": str(tmp_path / "no-such-model")}, progress=False)
+                       models={"sbs": str(tmp_path / "no-such-model")}, progress=False, workers=1)
     line = f"skipped: sbs ({tmp_path / 'no-such-model'} not available)"
     assert [r.getMessage() for r in caplog.records].count(line) == 1
     assert res.metrics == ["sisdr"] and res.skipped == [line]
@@ -145,6 +145,6 @@ def test_absent_hub_model_is_skipped_in_workers_too(tmp_path, evalset, caplog, m
 
 def test_model_metrics_through_evaluate(tmp_path, evalset, tiny):
     res = evaluate(evalset, {"clean": None}, metrics="sbs,lps,utmos", models=tiny,
-                   out_dir=tmp_path / "r", progress=False)
+                   out_dir=tmp_path / "r", progress=False, workers=1)
     assert res.skipped == [] and all(r["sbs"] == pytest.approx(1.0, abs=1e-6) for r in res.rows)
     assert "SBS" in (tmp_path / "r" / "comparison.csv").read_text()

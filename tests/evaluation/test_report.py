@@ -3,7 +3,8 @@ import math
 import pytest
 
 from l3se.evaluation.registry import SPECS, WER_METRICS
-from l3se.evaluation.report import aggregate
+from l3se.evaluation.report import aggregate, format_costs
+from l3se.evaluation.runner import Results
 
 
 def _rows(errors, words):
@@ -45,3 +46,17 @@ def test_every_error_rate_metric_fills_what_its_corpus_rate_is_made_of():
     assert {"wer", "dwer", "wer_cv", "per_cv", "wer_whisper", "dwer_whisper"} == set(WER_METRICS)
     for name in WER_METRICS:
         assert {name, f"{name}_errors", f"{name}_words"} <= set(SPECS[name].columns), name
+
+
+def test_costs_are_cpu_seconds_per_minute_of_the_audio_each_metric_scored():
+    res = Results(rows=[], systems=[], metrics=["pesq", "wer"], columns=[], workers=2, wall_s=12.5,
+                  costs={"pesq": [3.0, 120.0], "wer": [60.0, 30.0]})
+    assert format_costs(res).splitlines() == [
+        "CPU seconds per minute of audio:",
+        "  wer             120.0",
+        "  pesq              1.5",
+        "  total           121.5",
+        "scoring took 12.5 s with 2 workers",
+    ]
+    res.costs = {}  # all from the cache
+    assert format_costs(res) == ""

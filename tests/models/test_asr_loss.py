@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pytest
@@ -103,7 +104,7 @@ def padded(wav, lengths):
     return wav * (torch.arange(wav.shape[-1])[None] < lengths[:, None])
 
 
-@pytest.mark.parametrize("samples", [4000, 16000, 16001, 23456])
+@pytest.mark.parametrize("samples", [4000, 16000, 16001, 23456, 30 * 16000])
 def test_log_mel_matches_whisper_feature_extractor(samples):
     from transformers import WhisperFeatureExtractor
 
@@ -141,6 +142,53 @@ def test_whisper_judge_crops_the_encoder_and_passes_gradients(batch, monkeypatch
 
     with pytest.raises(ValueError, match="30 s"):
         judge.encode(torch.zeros(1, 30 * 16000 + 1), torch.tensor([30 * 16000 + 1]))
+
+
+# A local Whisper checkpoint (e.g. whisper-large-v3) to run the next test on as well: the check
+# to make before a paper run, where ``L3SE_WHISPER=/path/to/whisper pytest
+# tests/models/test_asr_loss.py -k transformers`` must pass. It only shows the crop's arithmetic
+# is Whisper's; what the crop changes on short inputs is to be measured on real speech (the
+# cropped and the padded judge's pseudo-labels of the same clean clips, as a WER between them).
+REAL_WHISPER = [os.environ["L3SE_WHISPER"]] if os.environ.get("L3SE_WHISPER") else []
+
+
+@pytest.mark.parametrize("whisper", [None, *REAL_WHISPER])
+def test_cropped_judge_equals_transformers_on_30_s(whisper, monkeypatch):
+    """On a batch 30 s long the crop keeps everything, so the judge's encoder states and ``nll``
+    must be transformers' own padded forward: one 30 s item, and one of 2.5 s (with stray
+    samples past its length that the judge must silence) which transformers pads to 30 s."""
+    from transformers import WhisperFeatureExtractor
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if whisper is None:
+        judge = whisper_judge().judge
+        extractor = WhisperFeatureExtractor(feature_size=WHISPER_TINY_ARCH["num_mel_bins"])
+    else:
+        judge = WhisperJudge.from_config(ASRLossConfig(judge="whisper", whisper=whisper))
+        extractor = WhisperFeatureExtractor.from_pretrained(whisper)
+    model = judge.model
+    rng = np.random.default_rng(1)
+    full, short = 30 * 16000, int(2.5 * 16000)
+    wav = torch.from_numpy(0.3 * rng.standard_normal((2, full)).astype(np.float32))
+    wav[0] = torch.from_numpy(speech_like(rng, 30.0)[:full])
+    wav[1, :short] = torch.from_numpy(speech_like(rng, 2.5))
+    lengths = torch.tensor([full, short])
+    features = extractor([wav[0].numpy(), wav[1, :short].numpy()], sampling_rate=16000,
+                         return_tensors="pt").input_features
+    labels = [[5, 6, 7, judge.eos], [8, 9]]
+    p = len(judge.prompt)
+    inputs = torch.full((2, p + 3), judge.eos)
+    targets = torch.full((2, p + 3), -100)
+    for i, y in enumerate(labels):
+        inputs[i, : p + len(y) - 1] = torch.tensor(judge.prompt + y[:-1])
+        targets[i, p - 1 : p - 1 + len(y)] = torch.tensor(y)
+    with torch.no_grad():
+        ours = judge.encode(wav, lengths)
+        theirs = model.model.encoder(features).last_hidden_state
+        torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-3)
+        nll = judge.nll(wav, lengths, labels)
+        loss = model(input_features=features, decoder_input_ids=inputs, labels=targets).loss
+    torch.testing.assert_close(nll, loss, atol=1e-3, rtol=1e-3)
 
 
 def test_whisper_label_ends_with_eos_when_the_transcript_does(batch):

@@ -124,3 +124,43 @@ def test_dead_entries_restart_onto_frames_of_the_batch():
     codec.quantize(torch.randn_like(latent))
     assert torch.equal(codec.quantizer.quantizers[0].codebook.weight, frozen)
     assert "idle_steps" not in codec.state_dict()
+
+
+@pytest.mark.parametrize("design", [
+    dict(upsampler="interp"),
+    dict(upsampler="interp", head_hop=160, n_fft=640),
+    dict(head_hop=80, n_fft=320),
+    dict(ssl=SSLConfig(pretrained=None, arch="tiny", frontend="mel")),
+])
+def test_decoder_and_front_end_designs_keep_every_rate(design):
+    torch.manual_seed(0)
+    codec = WavCodec(tiny_codec_config(**design)).eval()
+    wav = torch.randn(2, 7000)
+    with torch.no_grad():
+        out = codec(wav, torch.tensor([7000, 3000]))
+    assert out.audio.shape == wav.shape and out.codes.shape == (2, 8, 6)
+    assert torch.isfinite(out.audio).all()
+    head = codec.decoder.head
+    assert head.istft.hop_length == design.get("head_hop", 320)
+
+
+def test_head_hop_must_divide_the_backbone_hop_by_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        WavCodec(tiny_codec_config(head_hop=240))
+    with pytest.raises(ValueError, match="unknown upsampler"):
+        WavCodec(tiny_codec_config(upsampler="pixelshuffle"))
+
+
+def test_interp_upsampler_has_no_checkerboard():
+    """A constant input must come out of each upsampler as a constant (its edges aside):
+    transposed stride-2 kernels give even and odd outputs different sums, the comb every
+    output of the transposed decoder shares."""
+    from l3se.models.modules import InterpUpsample, Upsample
+
+    torch.manual_seed(0)
+    x = torch.ones(1, 8, 32)
+    with torch.no_grad():
+        transposed = Upsample(8, 2)(x)[..., 8:-8]
+        interp = InterpUpsample(8, 2)(x)[..., 8:-8]
+    assert float((transposed[..., 0::2] - transposed[..., 1::2]).abs().max()) > 1e-3
+    assert float(interp.std(-1).max()) < 1e-5

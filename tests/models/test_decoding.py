@@ -1,9 +1,12 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from l3se.config import ConfigError, from_dict
-from l3se.decoding import DecodeConfig, generate, left_pad
+from l3se.decoding import DecodeConfig, generate, gumbel_noise, left_pad, pick
 from l3se.enhancer import EnhancerConfig
 from l3se.models.codec import WavCodec
 from tests.conftest import speech_like
@@ -50,6 +53,66 @@ def test_seeded_sampling_is_reproducible_and_filters_work():
     for narrow in (DecodeConfig(strategy="sample", top_k=1, seed=1),
                    DecodeConfig(strategy="sample", top_p=1e-6, seed=1)):
         assert torch.equal(generate(lm, prefix, lengths, narrow), greedy)
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operators run inside it, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_sampling_draws_once_per_item_and_picks_each_token_in_one_launch():
+    torch.manual_seed(0)
+    lm = tiny_lm("acoustic").eval()
+    prefix, lengths = torch.randn(3, 4, 64), torch.tensor([4, 2, 3])
+    cfg = DecodeConfig(strategy="sample", temperature=1.5, top_k=8, top_p=0.9)
+    with OpCounter() as counter:
+        generate(lm, prefix, lengths, cfg, seeds=[1, 2, 3])
+    tokens = lm.tokens.n_codebooks * 4
+    assert counter.ops["multinomial"] == 0
+    assert counter.ops["rand"] == 3  # each item's uniforms, from its own generator
+    assert counter.ops["argmax"] == tokens  # every row of a step at once
+
+
+@pytest.mark.parametrize("cfg", [
+    DecodeConfig(strategy="sample", temperature=0.7),
+    DecodeConfig(strategy="sample", temperature=1.3, top_k=5),
+    DecodeConfig(strategy="sample", top_p=0.75),
+], ids=["temperature", "top-k", "top-p"])
+def test_gumbel_max_samples_the_filtered_softmax(cfg):
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]])
+    draws = 40_000
+    generator = torch.Generator().manual_seed(0)
+    noise = gumbel_noise([generator], [draws], draws, logits.shape[1], torch.device("cpu"))[0]
+    picked = pick(logits.expand(draws, -1), cfg, noise)
+    freq = torch.bincount(picked, minlength=logits.shape[1]).double() / draws
+    probs = (logits[0].double() / cfg.temperature).softmax(-1)
+    if cfg.top_k:
+        probs[cfg.top_k :] = 0
+    if cfg.top_p < 1:
+        # Entries 0-2 stay: 0.65 of the mass comes before entry 2, 0.80 before entry 3.
+        keep = (probs.cumsum(-1) - probs) < cfg.top_p
+        probs = probs * keep
+    probs /= probs.sum()
+    assert bool((freq[probs == 0] == 0).all())
+    # 4 standard deviations of a frequency at 40k draws is under 0.01.
+    assert (freq - probs).abs().max() < 0.01, (freq, probs)
+
+
+def test_gumbel_noise_of_an_item_ignores_its_batch():
+    def noise(counts, steps):
+        gens = [torch.Generator().manual_seed(s) for s in (5, 6)[: len(counts)]]
+        return gumbel_noise(gens, counts, steps, 4, torch.device("cpu"))
+
+    alone, batched = noise([3], 3), noise([3, 7], 7)
+    assert torch.equal(batched[0, :3], alone[0])
+    assert bool((batched[0, 3:] == float("-inf")).all())  # past the item's tokens: never picked
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -1,5 +1,9 @@
-"""A SpeechLM must follow its prefix. Every check here fails for an LM that ignores its input and
-predicts codes from the token history alone: the failure of l3se's first shipped model."""
+"""The SpeechLM machinery lets an LM follow its prefix: a tiny LM trained for seconds on 4
+utterances whose prefix names their codes decodes each utterance's own codes, and swaps outputs when
+the prefixes are swapped, under greedy decoding and teacher forcing alike. The first three checks
+fail for an LM that ignores its prefix and predicts codes from the token history alone, the failure
+of l3se's first shipped model. What they cannot say is whether a trained model listens: that is
+``tests/enhance/test_default_listens.py`` for the bundled one and ``l3se diagnose`` for any."""
 
 import pytest
 import torch
@@ -55,9 +59,11 @@ def test_swapping_prefixes_swaps_outputs(trained):
     lm, codes, features, lengths = trained
     order = torch.tensor([2, 3, 0, 1])
     with torch.no_grad():
-        decoded = generate(lm, lm.prefix(features), lengths, DecodeConfig())
         swapped = generate(lm, lm.prefix(features[order]), lengths, DecodeConfig())
-    assert (swapped == decoded[order]).float().mean() >= 0.9
+    # Against the true codes, not against the first decode: a deaf LM decodes one sequence for
+    # every row, which a swap maps onto itself.
+    assert (swapped == codes[order]).float().mean() >= 0.9
+    assert len({tuple(row.flatten().tolist()) for row in swapped}) == N_UTTERANCES
 
 
 def test_teacher_forced_loss_needs_the_true_prefix(trained):

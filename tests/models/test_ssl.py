@@ -118,3 +118,36 @@ def test_layer_mixture_weights_and_gradient():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown WavLM preset"):
         WavLMBackbone(SSLConfig(pretrained=None, arch="huge"))
+
+
+def test_mel_front_end_keeps_frames_and_loudness():
+    """The fixed filterbank gives the CNN's frame count and, unlike a per-frame LayerNorm over
+    its bands, keeps how loud each frame is: a quieter half of the utterance shows in state 0."""
+    from l3se.models.ssl import LogMelFrontEnd
+
+    torch.manual_seed(0)
+    mel = WavLMBackbone(SSLConfig(pretrained=None, arch="tiny", frontend="mel"))
+    conv = WavLMBackbone(SSLConfig(pretrained=None, arch="tiny"))
+    assert isinstance(mel.model.feature_extractor, LogMelFrontEnd)
+    assert not any(k.startswith("model.feature_extractor") for k in mel.state_dict())
+    wav = torch.randn(1, 32000)
+    wav[:, 16000:] *= 0.01
+    with torch.no_grad():
+        states = mel(wav)
+        assert states[0].shape == conv(wav)[0].shape == (1, 100, 64)
+        feats = mel.model.feature_extractor(torch.nn.functional.pad(wav, (40, 40)))
+    assert float(feats[..., :50].mean() - feats[..., 50:].mean()) > 1.0
+
+
+def test_mel_front_end_only_for_random_backbones():
+    with pytest.raises(ValueError, match="pretrained WavLM keeps its own CNN"):
+        WavLMBackbone(SSLConfig(pretrained="microsoft/wavlm-large", frontend="mel"))
+    with pytest.raises(ValueError, match="unknown ssl.frontend"):
+        WavLMBackbone(SSLConfig(pretrained=None, arch="tiny", frontend="sinc"))
+
+
+def test_arch_preset_with_changed_fields():
+    from l3se.models.ssl import build_wavlm_config
+
+    conf = build_wavlm_config({"preset": "tiny", "conv_dim": [128] * 7})
+    assert conf.conv_dim == [128] * 7 and conf.hidden_size == 64

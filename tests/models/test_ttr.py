@@ -85,6 +85,27 @@ def test_summarizer_shapes(summarizer, audio):
     assert preds[2].shape == (0, summarizer.text.dim)
 
 
+def test_each_row_is_its_subword_summarised_alone(summarizer, audio):
+    """Each output row against the summariser's own modules run on one subword's frames alone,
+    then on one utterance's subword summaries alone: no frame of a subword lost or borrowed, no
+    row reading another utterance, another subword's padding or the batch's."""
+    wav, lengths = audio  # 1.3, 0.6 and 0.4 s: 65, 30 and 20 frames at 50 Hz
+    spans = [[(0.0, 0.1), (0.1, 0.3), (0.4, 0.42), (1.0, 1.3)], [], [(0.0, 0.4)]]
+    # The frames whose centres ((i + 0.5) / 50 s) lie in each span.
+    ranges = [[(0, 5), (5, 15), (20, 21), (50, 65)], [], [(0, 20)]]
+    with torch.no_grad():
+        rows = summarizer.summarize(wav, lengths, spans)
+        feats = summarizer.inp(summarizer.ssl(wav, lengths)[summarizer.layer])
+        for b, item in enumerate(ranges):
+            if not item:
+                assert rows[b].shape == (0, summarizer.text.dim)
+                continue
+            alone = [summarizer.subword(torch.cat([summarizer.cls, feats[b:b + 1, a:z]], 1))[:, 0]
+                     for a, z in item]
+            expected = summarizer.out(summarizer.sequence(torch.cat(alone)[None]))[0]
+            torch.testing.assert_close(rows[b], expected, atol=1e-5, rtol=1e-4)
+
+
 def test_layer_choice_drops_the_layers_above(tokenizer_dir):
     model = Summarizer(tiny_config(tokenizer_dir, layer=1))
     assert model.layer == 1 and len(model.ssl.model.encoder.layers) == 1
@@ -130,7 +151,9 @@ def test_ttr_loss_reaches_recon_and_leaves_the_summarizer_frozen(tokenizer_dir, 
 
 def test_ttr_loss_is_zero_without_words(summarizer, audio):
     out = TTRLoss(TTRLossConfig(), summarizer)(step_of(*audio, [None, None, []]))
-    assert out.loss == 0 and out.logs == {}
+    # The same keys as a scored batch (every rank must log them), counted 0.
+    assert out.loss == 0 and set(out.logs) == {"loss", "cos", "relation"}
+    assert all(c == 0 for c in out.counts.values())
 
 
 def test_save_load_round_trip(summarizer, audio, tmp_path):

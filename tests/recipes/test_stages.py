@@ -11,7 +11,14 @@ from l3se.config import ConfigError, load_config
 from l3se.models.codec import WavCodec
 from l3se.models.weights import WEIGHTS_FILE
 from l3se.training.options import RecipeConfig
-from recipes.stages import CONFIGS, STAGES, check_launch, resolve_config, upstream_model
+from recipes.stages import (
+    CONFIGS,
+    STAGES,
+    check_launch,
+    load_upstream,
+    resolve_config,
+    upstream_model,
+)
 from tests.models.tiny import tiny_codec_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,3 +160,50 @@ def test_a_variant_config_changes_only_what_it_names():
     assert same == base
     sa = load_config(cls, resolve_config(folder, "tiny_sa"))
     assert sa.llm_codec.ftp_heads == 0 and sa.llm_codec.sa_cos_weight == 0.1
+
+
+@pytest.mark.parametrize("name", ["codec-1", "codec-2", "s2t", "distill", "lm"])
+def test_small_scale_launches_and_reads_its_own_scales_models(name):
+    """`l3se recipe quickstart --scale small` runs every pipeline stage's small.yaml: each must
+    launch, and name the small runs of its upstream stages, never the tiny ones."""
+    stage = STAGES[name]
+    cfg = load_config(stage.config_class, resolve_config(stage.folder, "small"))
+    assert cfg.train.output_dir.endswith("-small")
+    for key in stage.upstream:
+        assert "-small/" in str(getattr(cfg, key)), key
+    assert "OK" in check_launch(name, "small", world_sizes=[1])
+
+
+def test_build_task_loads_earlier_models_with_the_loader_it_is_given(tmp_path):
+    stage = STAGES["codec-2"]
+    cfg = load_config(stage.config_class, resolve_config(stage.folder, "tiny"),
+                      [f"init_from={tmp_path / 'not-there'}"])
+    codec = WavCodec(tiny_codec_config())
+    asked = []
+
+    def load(name, config, key, cls):
+        asked.append((name, config, key, cls))
+        return codec
+
+    task = stage.recipe.build_task("codec-2", cfg, load=load)
+    assert asked == [("codec-2", cfg, "init_from", WavCodec)] and task.codec is codec
+
+
+def test_a_model_folder_without_its_weights_is_a_config_error(tmp_path):
+    WavCodec(tiny_codec_config()).save_pretrained(tmp_path)
+    (tmp_path / WEIGHTS_FILE).unlink()
+    cfg = STAGES["codec-2"].config_class(init_from=str(tmp_path))
+    with pytest.raises(ConfigError, match=f"^init_from: {tmp_path} is not a saved WavCodec"):
+        load_upstream("codec-2", cfg, "init_from", WavCodec)
+
+
+def test_a_bug_while_building_a_stage_keeps_its_traceback(monkeypatch):
+    import recipes.train_codec
+
+    def broken(*args):
+        raise ValueError("a bug, not the user's config")
+
+    monkeypatch.setattr(recipes.train_codec, "build_objectives", broken)
+    with pytest.raises(ValueError, match="a bug") as e:
+        check_launch("codec-1", "tiny")
+    assert not isinstance(e.value, ConfigError)

@@ -73,11 +73,11 @@ def test_the_warmup_trains_the_discriminator_alone(tmp_path):
     assert not changed(codec_before, task.codec)
     assert changed(disc_before, disc)
     # The objective is not even computed while the generator waits.
-    assert not task.objectives[0].seen
+    assert not task.objectives["loud"].seen
     run.fit()
     assert changed(codec_before, task.codec)
     # Step 2's training batch, then the final validation.
-    first = task.objectives[0].seen[0]
+    first = task.objectives["loud"].seen[0]
     assert first.step == 2 and first.recon.requires_grad
     with pytest.raises(ValueError, match="needs one"):
         CodecTask(WavCodec(tiny_codec_config()), generator_warmup=2)

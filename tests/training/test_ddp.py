@@ -38,3 +38,21 @@ def test_two_gloo_processes_match_one_process_on_the_combined_batch(tmp_path, mo
     # the ranks' gradients gives 1.7e-4 (Adam's eps is 1e-3), skipping the all-reduce 2e-3.
     assert moved > 5e-4
     assert worst < 2e-5
+
+
+def test_ranks_that_take_different_branches_agree(tmp_path):
+    # Issue 27 items 3 and 4: a key only one rank logs must neither break the all-reduce nor be
+    # diluted by the rank that did not log it, and a parameter no rank used keeps no gradient,
+    # so AdamW neither decays it nor starts its moments (as on one process).
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "training" / "ddp_branch_worker.py"), str(tmp_path)]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "result.json").read_text())
+    assert {k.split(".")[0] for k in out["changed"]} == {"shared", "rank_one"}
+    assert not out["unused_state"]
+    logged = out["logged"]
+    assert logged["only_one"] > 0 and set(logged) >= {"loss", "only_one", "grad_norm/generator"}

@@ -246,7 +246,7 @@ def test_gan_step_with_gradient_accumulation(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=2, gan=True, batch_size=1, grad_accum=2)
     task = trainer.task
     disc = list(task.discriminator.parameters())
-    generator = trainer.params["generator"]
+    generator = trainer.networks["generator"].params
     seen = {"generator": [], "discriminator": [], "caches": 0}
     for name, params_of_the_other in (("generator", disc), ("discriminator", generator)):
         opt = trainer.optimizers[name]
@@ -254,7 +254,7 @@ def test_gan_step_with_gradient_accumulation(tmp_path):
         def step(opt_step=opt.step, name=name, others=params_of_the_other):
             # What each update sees: its own gradients, none of the other network's.
             seen[name].append((all(p.grad is None for p in others),
-                               any(p.grad is not None for p in trainer.params[name])))
+                               any(p.grad is not None for p in trainer.networks[name].params)))
             opt_step()
 
         opt.step = step
@@ -383,3 +383,23 @@ def test_resume_restores_codebook_restart_counters(tmp_path):
     a, b = params(full), params(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_cpu_training_threads_default_to_one_unless_asked(monkeypatch):
+    import torch
+
+    from l3se.training.engine import cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        cpu_threads(None)
+        assert torch.get_num_threads() == 2  # the environment's choice stands
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        cpu_threads(None)
+        assert torch.get_num_threads() == 1
+        cpu_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

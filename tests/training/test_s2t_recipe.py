@@ -109,3 +109,24 @@ def test_user_errors(corpus, tmp_path, capsys):
     assert "run `l3se train codec-2` first" in capsys.readouterr().err
     assert main(["train", "s2t", "--config", "tiny", "data.mix.segment_seconds=2.0"]) == 2
     assert "segment_seconds" in capsys.readouterr().err
+
+
+def test_reads_the_front_end_of_the_codec_it_copies(corpus, tmp_path):
+    """The front end has no weights: an s2t whose config says `conv` still hears what a mel
+    codec's backbone hears once it copies that backbone."""
+    from l3se.models.ssl import SSLConfig
+    from recipes.stages import resolve_config
+    from recipes.train_s2t import build_task
+
+    torch.manual_seed(0)
+    codec = WavCodec(tiny_codec_config(ssl=SSLConfig(pretrained=None, arch="tiny",
+                                                     frontend="mel")))
+    codec.save_pretrained(tmp_path / "codec")
+    cfg = load_config(S2TRecipeConfig, resolve_config("s2t", "tiny"),
+                      common_args(corpus, tmp_path / "codec")
+                      + [f"train.output_dir={tmp_path / 'run'}", "model.ssl.frontend=conv"])
+    s2t = build_task("s2t", cfg).model
+    wav = torch.randn(1, 6400)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(s2t.ssl(wav), codec.ssl(wav)))
+    assert s2t.ssl.cfg.frontend == "mel"
