@@ -96,6 +96,25 @@ def gumbel_noise(
     return noise.log_().neg_().log_().neg_()
 
 
+def sampling_noise(
+    cfg: DecodeConfig, seeds: Sequence[int] | None, token_counts: Sequence[int], steps: int,
+    entries: int, device: torch.device,
+) -> torch.Tensor | None:
+    """The Gumbel draws [B, steps, entries] of a sampling ``cfg`` (None when greedy): item b's
+    from a generator seeded with ``seeds[b]``, else ``cfg.seed``, else torch's global one."""
+    if cfg.strategy != "sample":
+        return None
+    b = len(token_counts)
+    if seeds is None and cfg.seed is not None:
+        seeds = [cfg.seed] * b
+    if seeds is not None and len(seeds) != b:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {b}")
+    generators = None
+    if seeds is not None:
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    return gumbel_noise(generators, token_counts, steps, entries, device)
+
+
 def pick(logits: torch.Tensor, cfg: DecodeConfig, noise: torch.Tensor | None = None) -> torch.Tensor:
     """logits [B, K] -> chosen entries [B]: greedy, or a temperature / top-k / top-p sample by
     Gumbel-max, argmax(filtered logits / temperature + noise), with ``noise`` [B, K] standard
@@ -140,17 +159,8 @@ def generate(
     b, t, _ = prefix.shape
     q, n = tokens.n_codebooks, tokens.n_codebooks * t
     device = prefix.device
-    if seeds is None and cfg.seed is not None:
-        seeds = [cfg.seed] * b
-    if seeds is not None and len(seeds) != b:
-        raise ValueError(f"{len(seeds)} seeds for a batch of {b}")
-    noise = None
-    if cfg.strategy == "sample":
-        generators = None
-        if seeds is not None:
-            generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        noise = gumbel_noise(generators, (q * frame_lengths).tolist(), n, tokens.codebook_size,
-                             device)
+    noise = sampling_noise(cfg, seeds, (q * frame_lengths).tolist(), n, tokens.codebook_size,
+                           device)
 
     padded, valid = left_pad(prefix, frame_lengths)
     full = torch.cat([valid, valid.new_ones(b, 1 + n)], 1)  # [B, T12 + 1 + Q*T12]

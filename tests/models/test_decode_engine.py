@@ -17,9 +17,9 @@ from l3se.decoding import (
     cpu_threads,
     generate,
     graph_key,
-    gumbel_noise,
     left_pad,
     pick,
+    sampling_noise,
 )
 from l3se.models.llm import cache_kwargs
 from l3se.models.tokens import BOS
@@ -37,14 +37,8 @@ def reference_generate(lm, prefix, frame_lengths, cfg, seeds=None):
     b, t, _ = prefix.shape
     q, n = tokens.n_codebooks, tokens.n_codebooks * t
     device = prefix.device
-    seeds = [cfg.seed] * b if seeds is None and cfg.seed is not None else seeds
-    noise = None
-    if cfg.strategy == "sample":
-        generators = None
-        if seeds is not None:
-            generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        noise = gumbel_noise(generators, (q * frame_lengths).tolist(), n, tokens.codebook_size,
-                             device)
+    noise = sampling_noise(cfg, seeds, (q * frame_lengths).tolist(), n, tokens.codebook_size,
+                           device)
     padded, valid = left_pad(prefix, frame_lengths)
     mask = torch.cat([valid, valid.new_ones(b, 1 + n)], 1).long()
     positions = lm.position_ids(mask)
