@@ -240,12 +240,16 @@ def check_engine(lm, prefix, lengths, engine, wrong_lengths, cfg=GREEDY) -> None
     assert right < BF16_ATOL < wrong / 5, (right, wrong)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_same_shape_calls_with_other_padding_in_bf16(device):
+def graph_setup(device: str):
+    """(the tiny LM on ``device``, a graph-capturing engine, a 4 x 6-frame prefix)."""
     torch.manual_seed(0)
     lm = tiny_lm("acoustic").to(device).eval()
-    engine = DecodeEngine(cuda_graphs=True)
-    prefix = torch.randn(4, 6, 64, device=device)
+    return lm, DecodeEngine(cuda_graphs=True), torch.randn(4, 6, 64, device=device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_shape_calls_with_other_padding_in_bf16(device):
+    lm, engine, prefix = graph_setup(device)
     paddings = [torch.tensor(n, device=device) for n in ([6, 2, 5, 1], [6, 6, 3, 4])]
     sample = DecodeConfig(strategy="sample", temperature=1.5, seed=3)
     with torch.autocast(device, torch.bfloat16):
@@ -257,10 +261,7 @@ def test_same_shape_calls_with_other_padding_in_bf16(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_graphs_follow_a_moved_or_reloaded_model(device):
-    torch.manual_seed(0)
-    lm = tiny_lm("acoustic").to(device).eval()
-    engine = DecodeEngine(cuda_graphs=True)
-    prefix = torch.randn(4, 6, 64, device=device)
+    lm, engine, prefix = graph_setup(device)
     lengths, other = torch.tensor([6, 2, 5, 1], device=device), torch.tensor([6] * 4, device=device)
     with torch.autocast(device, torch.bfloat16):
         check_engine(lm, prefix, lengths, engine, other)
@@ -278,10 +279,7 @@ def test_graphs_follow_a_moved_or_reloaded_model(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_threads_sharing_an_engine_decode_as_alone(device):
-    torch.manual_seed(0)
-    lm = tiny_lm("acoustic").to(device).eval()
-    engine = DecodeEngine(cuda_graphs=True)
-    prefix = torch.randn(4, 6, 64, device=device)
+    lm, engine, prefix = graph_setup(device)
     paddings = [torch.tensor(n, device=device) for n in ([6, 2, 5, 1], [6, 6, 3, 4])] * 4
     alone = [generate(lm, prefix, n, DecodeConfig(), engine=engine) for n in paddings]
     with ThreadPoolExecutor(4) as pool:
