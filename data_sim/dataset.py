@@ -9,13 +9,16 @@ place: a training run never dies on one bad file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from data_sim.audio import AudioError, load_audio
+from data_sim.index import CorpusIndex
 from data_sim.mixer import MixConfig, Mixer
 from data_sim.sources import AudioItem, load_rirs, load_source
 
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DataConfig:
     """Where a stage's material comes from and how it is mixed. Sources are folders, JSONL
-    manifests or wav.scp files (see ``data_sim.sources.load_source``)."""
+    manifests, wav.scp files or index folders (see ``data_sim.sources.load_source``)."""
 
     speech: str = "data/starter/speech/train.jsonl"
     noise: str | None = "data/starter/noise/train.jsonl"
@@ -40,18 +43,38 @@ class DataConfig:
     # Only utterances labelled with one of these languages (a manifest's ``language`` field);
     # None: all. English-only judges and text encoders need it on a multilingual corpus.
     languages: list[str] | None = None
+    # Utterances shorter than this are left out; None: all.
+    min_seconds: float | None = None
+    # Only utterances whose quality score (a manifest's or index's ``dnsmos``) is at least
+    # this; unscored ones are left out too. None: all.
+    min_dnsmos: float | None = None
+    # The order training reads items in (validation reads in index order): "shuffle", any item
+    # after any other; "block", the speech source's tar shards in a random order, a contiguous
+    # run of them per process, shuffled within windows of shuffle_window items, so that reads
+    # stay sequential on network or spinning storage. Both are exactly resumable
+    # (l3se.training.distributed.build_sampler).
+    order: Literal["shuffle", "block"] = "shuffle"
+    shuffle_window: int = 1000
 
 
-def select_speech(items: list[AudioItem], cfg: DataConfig) -> list[AudioItem]:
-    """The utterances ``cfg.max_seconds`` and ``cfg.languages`` keep; a ValueError when none."""
-    kept = [
-        item for item in items
-        if (cfg.max_seconds is None or (item.duration or 0.0) <= cfg.max_seconds)
-        and (cfg.languages is None or item.language in cfg.languages)
-    ]
-    if not kept:
+def select_speech(items: Sequence[AudioItem], cfg: DataConfig) -> Sequence[AudioItem]:
+    """The utterances ``cfg``'s duration window, ``languages`` and ``min_dnsmos`` keep (an
+    index is filtered column-wise and stays an index); a ValueError when none."""
+    if isinstance(items, CorpusIndex):
+        kept = items.filter(cfg.languages, cfg.min_seconds, cfg.max_seconds, cfg.min_dnsmos)
+    else:
+        kept = [
+            item for item in items
+            if (cfg.max_seconds is None or (item.duration or 0.0) <= cfg.max_seconds)
+            and (cfg.min_seconds is None or (item.duration or 0.0) >= cfg.min_seconds)
+            and (cfg.languages is None or item.language in cfg.languages)
+            and (cfg.min_dnsmos is None or (item.dnsmos or 0.0) >= cfg.min_dnsmos)
+        ]
+    if not len(kept):
+        more = "".join(f", {k} {v}" for k, v in (("min_seconds", cfg.min_seconds),
+                                                 ("min_dnsmos", cfg.min_dnsmos)) if v is not None)
         raise ValueError(f"{cfg.speech}: no utterance of at most {cfg.max_seconds} s in "
-                         f"languages {cfg.languages} (a manifest line's 'language' field)")
+                         f"languages {cfg.languages}{more} (a manifest line's 'language' field)")
     return kept
 
 
@@ -82,7 +105,10 @@ class MixtureDataset(Dataset):
     ):
         if not speech:
             raise ValueError("MixtureDataset needs at least one speech file")
-        self.speech = list(speech)
+        # Per utterance, the tar shard it lives in, when the source is a shard index.
+        self.shard_ids = getattr(speech, "shard_ids", None)
+        # An index stays memory-mapped: a list of its rows would be Python objects per worker.
+        self.speech = speech if isinstance(speech, CorpusIndex) else list(speech)
         self.cfg = cfg or MixConfig()
         self.mixer = Mixer(self.cfg, noises, rirs)
         self.seed = seed
@@ -97,6 +123,13 @@ class MixtureDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def read_groups(self) -> np.ndarray | None:
+        """[len(self)] int: the shard each item's utterance is read from (the block order's
+        blocks), or None when the speech source is not sharded (no ``shard_ids``)."""
+        if self.shard_ids is None:
+            return None
+        return np.asarray(self.shard_ids)[np.arange(self.length) % len(self.speech)]
+
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
 
@@ -105,13 +138,13 @@ class MixtureDataset(Dataset):
         skipped: list[tuple[str, str]] = []
         item = self.speech[index % len(self.speech)]
         for _ in range(self.max_tries):
-            if item.path not in self._bad:
+            if item.location not in self._bad:
                 try:
                     clean, offset = self._read(item, rng)
                     break
                 except AudioError as e:
-                    self._bad.add(item.path)
-                    skipped.append((item.path, e.reason))
+                    self._bad.add(item.location)
+                    skipped.append((item.location, e.reason))
                     log.warning("skipping %s", e)
             item = self.speech[int(rng.integers(len(self.speech)))]
         else:
@@ -143,9 +176,10 @@ class MixtureDataset(Dataset):
         seg = self.cfg.segment_seconds
         sr = self.cfg.sample_rate
         if seg is None or item.duration is None or item.duration <= seg:
-            return load_audio(item.path, sr, reject_silent=True), None
+            return load_audio(item.path, sr, reject_silent=True, byte_range=item.byte_range), None
         offset = float(rng.uniform(0.0, item.duration - seg))
-        wav = load_audio(item.path, sr, offset=offset, duration=seg, reject_silent=True)
+        wav = load_audio(item.path, sr, offset=offset, duration=seg, reject_silent=True,
+                         byte_range=item.byte_range)
         return wav, offset
 
 

@@ -90,7 +90,8 @@ def build_evalset(
         mixer = Mixer(mix_cfg, noises, rirs if mix_cfg.p_reverb > 0 else [])
         for u, item in enumerate(tqdm(utterances, desc=f"evalset {subset.name}", unit="utt")):
             try:
-                clean = load_audio(item.path, mix_cfg.sample_rate, reject_silent=True)
+                clean = load_audio(item.path, mix_cfg.sample_rate, reject_silent=True,
+                                   byte_range=item.byte_range)
             except AudioError as e:
                 log.warning("skipping %s", e)
                 continue

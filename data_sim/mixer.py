@@ -22,6 +22,7 @@ import numpy as np
 from scipy import fft as sp_fft
 
 from data_sim.audio import SAMPLE_RATE, AudioError, load_audio, load_channels
+from data_sim.index import CorpusIndex
 from data_sim.sources import AudioItem
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,9 @@ class Mixer:
         cache_mb: float = 512.0,
     ):
         self.cfg = cfg
-        self.noises = list(noises)
-        self.rirs = list(rirs)
+        # Indexes stay memory-mapped; other banks become lists.
+        self.noises = noises if isinstance(noises, CorpusIndex) else list(noises)
+        self.rirs = rirs if isinstance(rirs, CorpusIndex) else list(rirs)
         if cfg.p_noise > 0 and not self.noises:
             raise ValueError("p_noise > 0 but no noise files were given")
         if cfg.p_reverb > 0 and not self.rirs:
@@ -284,34 +286,36 @@ class Mixer:
         ``n`` None the whole file with each of its channels [C, S] (RIRs)."""
         for _ in range(tries):
             item = bank[int(rng.integers(len(bank)))]
-            if item.path in self._bad:
+            if item.location in self._bad:
                 continue
             try:
                 return item.id, self._read(item, rng, n)
             except AudioError as e:
-                self._bad.add(item.path)
-                skipped.append((item.path, e.reason))
+                self._bad.add(item.location)
+                skipped.append((item.location, e.reason))
                 log.warning("skipping %s", e)
         return None
 
     def _read(self, item: AudioItem, rng: np.random.Generator, n: int | None) -> np.ndarray:
-        cached = self._cache.get(item.path)
+        key, member = item.location, item.byte_range
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(item.path)
+            self._cache.move_to_end(key)
             return cached
         sr = self.cfg.sample_rate
         if n is not None and item.duration is not None and item.duration * sr > max(4 * n, 60 * sr):
             # Long file: decode only a random window instead of caching the whole file.
             seconds = n / sr
             offset = float(rng.uniform(0, item.duration - seconds))
-            wav = load_audio(item.path, sr, offset=offset, duration=seconds, reject_silent=True)
+            wav = load_audio(item.path, sr, offset=offset, duration=seconds, reject_silent=True,
+                             byte_range=member)
             if len(wav) >= n // 2:
                 return wav
         if n is None:
-            wav = load_channels(item.path, sr)
+            wav = load_channels(item.path, sr, byte_range=member)
         else:
-            wav = load_audio(item.path, sr, reject_silent=True)
-        self._remember(item.path, wav)
+            wav = load_audio(item.path, sr, reject_silent=True, byte_range=member)
+        self._remember(key, wav)
         return wav
 
     def _remember(self, key: str, value: np.ndarray | RirSpectra) -> None:

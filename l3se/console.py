@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 # Third-party noise on every command: deprecations inside dac/audiotools/transformers/torch.
 QUIET = (
@@ -23,6 +24,16 @@ QUIET = (
 
 class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
+
+
+@contextmanager
+def user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Re-raise the exceptions of ``kinds`` (what a library raises for bad input) as
+    ``UserError``, so that they reach the user as one line."""
+    try:
+        yield
+    except kinds as e:
+        raise UserError(str(e)) from None
 
 
 def quiet_warnings() -> None:

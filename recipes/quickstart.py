@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recipes.resynthesis import resynthesize
-from recipes.stages import STAGES, resolve_config, run_stage
+from recipes.stages import STAGES, resolve_config, schedule_overrides, train_or_reuse
 
 # Optimizer steps per pipeline stage (in order) for each scale's full run: tiny fits in an hour on
 # 2 CPU cores (measured seconds per step in each tiny config's comments); small is the bundled
@@ -67,10 +67,8 @@ def stage_steps(stage: str, cfg: QuickstartConfig) -> int:
 def stage_overrides(stage: str, cfg: QuickstartConfig) -> list[str]:
     """``key=value`` overrides that point a stage's config at the quickstart's data and runs."""
     starter = cfg.data / "starter"
-    steps = stage_steps(stage, cfg)
     out = [
-        f"train.output_dir={cfg.runs / stage}",
-        f"train.max_steps={steps}",
+        *schedule_overrides(stage_steps(stage, cfg)),
         f"data.speech={starter}/speech/train.jsonl",
         f"valid.speech={starter}/speech/test.jsonl",
     ]
@@ -81,8 +79,6 @@ def stage_overrides(stage: str, cfg: QuickstartConfig) -> list[str]:
             f"valid.noise={starter}/noise/test.jsonl",
             f"valid.rir={starter}/rir/test.jsonl",
         ]
-    if steps < 50:
-        out += [f"train.val_every={steps}", f"train.ckpt_every={steps}", "optim.warmup_steps=1"]
     out += [f"{key}={cfg.runs / source / 'model'}" for key, source in STAGES[stage].upstream.items()]
     return out
 
@@ -91,15 +87,10 @@ def train_stages(cfg: QuickstartConfig, log=print) -> dict[str, float]:
     """Run (or reuse) the five stages in order; returns seconds spent per stage."""
     seconds = {}
     for stage in STEPS[cfg.scale]:
-        model = cfg.runs / stage / "model"
-        if model.is_dir():
-            log(f"[quickstart] {stage}: reusing {model}")
-            continue
-        log(f"[quickstart] {stage}: training")
-        start = time.perf_counter()
-        run_stage(stage, cfg.scale, stage_overrides(stage, cfg))
-        seconds[stage] = time.perf_counter() - start
-        log(f"[quickstart] {stage}: done in {seconds[stage]:.0f} s")
+        took = train_or_reuse(stage, cfg.scale, stage_overrides(stage, cfg), cfg.runs / stage,
+                              log, "quickstart")
+        if took is not None:
+            seconds[stage] = took
     return seconds
 
 

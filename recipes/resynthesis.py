@@ -7,30 +7,30 @@ import json
 from pathlib import Path
 
 
-def resynthesize(codec_dir: Path, manifest: Path, out: Path) -> None:
+def resynthesize(codec_dir: Path, manifest: Path, out: Path, device: str = "cpu") -> None:
     """The codec's reconstruction of every clean reference of an eval-set ``manifest``: the
     ceiling any enhancer that decodes through this codec can reach. Written as
-    ``out/<subset>/clean/<id>.wav``."""
+    ``out/<subset>/clean/<id>.wav``; files already there are kept."""
     import torch
 
     from data_sim.audio import load_audio, write_audio
     from l3se.evaluation.inputs import load_manifest
     from l3se.models.codec import WavCodec
 
-    codec = WavCodec.from_pretrained(codec_dir).eval()
+    codec = WavCodec.from_pretrained(codec_dir).eval().to(device)
     for item in load_manifest(manifest):
         dest = out / item.subset / "clean" / f"{item.id}.wav"
         if dest.is_file():
             continue
-        wav = torch.from_numpy(load_audio(item.clean, codec.sample_rate))[None]
+        wav = torch.from_numpy(load_audio(item.clean, codec.sample_rate))[None].to(device)
         with torch.inference_mode():
             audio = codec.decode(codec.encode(wav), wav.shape[-1])[0]
-        write_audio(dest, audio.numpy(), codec.sample_rate)
+        write_audio(dest, audio.cpu().numpy(), codec.sample_rate)
 
 
-def eval_subset(evalset: Path, files: int, out: Path) -> Path:
-    """Manifest of the first ``files`` utterances of the eval set's first subset, with absolute
-    paths so it can live in ``out``."""
+def eval_subset(evalset: Path, files: int | None, out: Path) -> Path:
+    """Manifest of the first ``files`` (None: all) utterances of the eval set's first subset,
+    with absolute paths so it can live in ``out``."""
     rows = [json.loads(line) for line in (evalset / "evalset.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["subset"] == rows[0]["subset"]][:files]
     for r in rows:

@@ -299,6 +299,33 @@ def run_stage(name: str, config: str | Path = "tiny", overrides: Sequence[str] =
     return train_stage(task, cfg, name, stop_at)
 
 
+def schedule_overrides(steps: int) -> list[str]:
+    """``train.max_steps=steps`` and, for a run shorter than the configs' intervals (under 50
+    steps), validation, a checkpoint and a warmup that fit inside it."""
+    out = [f"train.max_steps={steps}"]
+    if steps < 50:
+        out += [f"train.val_every={steps}", f"train.ckpt_every={steps}", "optim.warmup_steps=1"]
+    return out
+
+
+def train_or_reuse(name: str, config: str | Path, overrides: Sequence[str], run_dir: Path,
+                   log: Callable[[str], object] = print, tag: str = "l3se") -> float | None:
+    """``run_stage`` into ``run_dir`` unless its ``model/`` is already there (an interrupted run
+    resumes from its checkpoint); returns the seconds spent, None when reused."""
+    import time
+
+    model = run_dir / "model"
+    if model.is_dir():
+        log(f"[{tag}] {name}: reusing {model}")
+        return None
+    log(f"[{tag}] {name}: training")
+    start = time.perf_counter()
+    run_stage(name, config, [*overrides, f"train.output_dir={run_dir}"])
+    seconds = time.perf_counter() - start
+    log(f"[{tag}] {name}: done in {seconds:.0f} s")
+    return seconds
+
+
 def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
     """One subcommand per stage: ``STAGE [--config NAME|PATH] [--stop-at STEP]
     [--check [--world-size N[,N...]]] [KEY=VALUE ...]``."""

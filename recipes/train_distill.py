@@ -13,10 +13,15 @@ Named configs are ``recipes/configs/distill/<name>.yaml``. Each run writes
 ``loss.targets: none`` (Table 3 (a), no distillation) trains nothing: the stage writes the
 teacher-initialised encoder (WavCodec's encoder, plus WavS2T's when ``s2t`` is set) straight to
 ``model/``, so the lm stage conditions on the undistilled teachers applied to noisy speech.
+
+``init_from`` starts the student from an exported NI-Encoder instead (fine-tuning); with
+``loss.targets: self`` its own starting weights on clean speech are the targets, so neither
+teacher is needed (``l3se recipe finetune`` fine-tunes the bundled model's encoder this way).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, field
 
@@ -35,6 +40,9 @@ class DistillRecipeConfig(RecipeConfig):
     s2t: str | None = "runs/s2t-paper/model"
     # null: the teachers' architecture (and weights) for the student.
     student: NIEncoderConfig | None = None
+    # An exported NI-Encoder to start the student from instead (fine-tuning): a distill run's
+    # model, or an enhancer model's ni_encoder/ such as l3se/pretrained/default/ni_encoder.
+    init_from: str | None = None
     loss: DistillLossConfig = field(default_factory=DistillLossConfig)
 
 
@@ -49,6 +57,14 @@ def build_task(stage: str, cfg: DistillRecipeConfig, load: Loader = load_upstrea
             raise ConfigError(f"{key}: the student learns from noisy speech; set {key}.noise "
                               f"and {key}.mix.p_noise > 0")
     targets = cfg.loss.targets
+    if cfg.init_from is not None and cfg.student is not None:
+        raise ConfigError("set at most one of 'student' (a new architecture) and 'init_from'")
+    if targets == "self":
+        if cfg.init_from is None:
+            raise ConfigError("loss.targets 'self' distils towards the encoder the student "
+                              "starts from: set init_from")
+        student = load(stage, cfg, "init_from", NIEncoder)
+        return DistillTask(student, copy.deepcopy(student), cfg.loss)
     if targets == "teachers" and cfg.s2t is None:
         raise ConfigError("loss.targets 'teachers' distils WavS2T too: set s2t")
     if targets == "acoustic" and cfg.s2t is not None:
@@ -61,7 +77,10 @@ def build_task(stage: str, cfg: DistillRecipeConfig, load: Loader = load_upstrea
     if targets == "fixed_layers" and s2t is None and cfg.student is None:
         raise ConfigError("fixed_layers needs a semantic head: set s2t (to copy) or student")
     try:
-        student = NIEncoder.from_teachers(codec, s2t, semantic=semantic, cfg=cfg.student)
+        if cfg.init_from is not None:
+            student = load(stage, cfg, "init_from", NIEncoder)
+        else:
+            student = NIEncoder.from_teachers(codec, s2t, semantic=semantic, cfg=cfg.student)
         teacher = NIEncoder.from_teachers(codec, s2t, semantic=targets == "teachers")
         task = DistillTask(student, teacher, cfg.loss)
     except ValueError as e:

@@ -29,6 +29,10 @@ class LMRecipeConfig(RecipeConfig):
     codec: str = "runs/codec2-paper/model"
     # acoustic_dim / semantic_dim null: taken from the loaded NI-Encoder.
     lm: SpeechLMConfig = field(default_factory=SpeechLMConfig)
+    # An exported SpeechLM to start from instead of random weights (fine-tuning): an lm run's
+    # model/lm, or an enhancer model's lm/ such as l3se/pretrained/default/lm. It brings its
+    # own architecture, so the lm section above is not used.
+    init_from: str | None = None
     # Start the audio vocabulary from the one `codec` was trained with (a codec-3 model trained
     # with llm_codec and the same LLM), as the seed's speech LM does, instead of at random.
     audio_vocab_from_codec: bool = False
@@ -77,7 +81,18 @@ def build_task(stage: str, cfg: LMRecipeConfig, load: Loader = load_upstream):
 
     ni_encoder = load(stage, cfg, "ni_encoder", NIEncoder)
     codec = load(stage, cfg, "codec", WavCodec)
-    lm = SpeechLM(lm_config(cfg.lm, ni_encoder, codec))
+    if cfg.init_from is not None:
+        if cfg.audio_vocab_from_codec:
+            raise ConfigError("audio_vocab_from_codec would overwrite init_from's audio "
+                              "vocabulary: set one of them")
+        lm = load(stage, cfg, "init_from", SpeechLM)
+        try:
+            lm_config(lm.cfg, ni_encoder, codec)
+        except ConfigError as e:
+            raise ConfigError(f"init_from: {cfg.init_from} does not fit ni_encoder and codec "
+                              f"({e})") from None
+    else:
+        lm = SpeechLM(lm_config(cfg.lm, ni_encoder, codec))
     if cfg.audio_vocab_from_codec:
         from l3se.models.llm_codec import read_audio_vocab
 

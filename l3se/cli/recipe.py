@@ -1,5 +1,6 @@
 """``l3se recipe``: multi-step recipes. ``quickstart`` is what a newcomer runs first
-(``recipes/quickstart.py``)."""
+(``recipes/quickstart.py``); ``finetune`` adapts a model to one's own recordings
+(``recipes/finetune.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    recipe = sub.add_parser("recipe", help="multi-step recipes (quickstart)")
+    recipe = sub.add_parser("recipe", help="multi-step recipes (quickstart, finetune)")
     cmds = recipe.add_subparsers(dest="recipe_command", metavar="RECIPE", required=True)
     p = cmds.add_parser(
         "quickstart",
@@ -58,6 +59,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         "subset",
     )
     p.set_defaults(func=_quickstart)
+
+    p = cmds.add_parser(
+        "finetune",
+        help="fine-tune the default model on your own clean speech and noise folders",
+        description="List --speech and --noise as manifests (sidecar .txt/.lab transcripts "
+        "kept) with a few held-out validation files, train the chosen stages starting from "
+        "--base's weights (distill: its NI-Encoder towards its own output on the clean speech; "
+        "lm: its language model) on mixtures of the two, and write OUT/model, an enhancer model "
+        "for `l3se enhance --model`. Finished stages are reused and an interrupted one "
+        "resumes, so running it again continues (delete OUT/<stage> to retrain one).",
+        epilog="example: l3se recipe finetune --speech my/clean --noise my/noise --out "
+        "runs/finetune --steps 500; then l3se enhance noisy.wav out.wav --model "
+        "runs/finetune/model",
+    )
+    p.add_argument("--speech", type=Path, required=True, help="folder of clean recordings")
+    p.add_argument("--noise", type=Path, required=True, help="folder of noise recordings")
+    p.add_argument("--out", type=Path, required=True,
+                   help="where manifests, runs and the model go (OUT/model)")
+    p.add_argument("--rir", type=Path,
+                   help="folder of room impulse responses to add reverberation (default: none)")
+    p.add_argument("--base", type=Path,
+                   help="enhancer model directory to start from (default: the bundled model)")
+    p.add_argument("--stages", default="distill,lm", type=lambda s: s.split(","),
+                   help="stages to fine-tune, of distill,lm (default: both)")
+    p.add_argument("--steps", type=int,
+                   help="optimizer steps per stage (default: distill 300, lm 2000; about 15 "
+                   "minutes in all on 2 CPU cores with the bundled model)")
+    p.add_argument("--config", default="tiny",
+                   help="the stages' config scale: tiny, small, paper (batch, crop length, "
+                   "mixing; default tiny, the bundled model's)")
+    p.add_argument("--speaker-from-folder", action="store_true",
+                   help="a recording's speaker is the first folder below --speech on its path")
+    p.set_defaults(func=_finetune)
 
     p = cmds.add_parser(
         "codec3-ablation",
@@ -115,6 +149,46 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "none: --baselines)")
     p.set_defaults(func=_sweep)
 
+    p = cmds.add_parser(
+        "codec-eval",
+        help="codecs' resynthesis of clean eval speech scored side by side, with the "
+        "perplexity of a token LM on each codec's tokens",
+        description="Resynthesise the clean references of an eval set (its first subset) "
+        "through each --codec, score them with l3se evaluate's metrics beside the references "
+        "themselves (the floor), train an unconditional token LM on each codec's tokens of the "
+        "config's training speech (same utterances, crops, seed and steps for every codec) and "
+        "report its held-out perplexity on the references' tokens, overall and per codebook. "
+        "Writes table.md and results.json under --out; a rerun reuses resyntheses, scores and "
+        "perplexities made with the same codec weights and settings.",
+        epilog="example: l3se recipe codec-eval --config paper --ref data/evalset-paper "
+        "--download --codec codec2=runs/codec2-paper/model --codec asr=runs/codec3-paper-asr/model",
+    )
+    p.add_argument("--codec", action="append", default=[], required=True, metavar="NAME=DIR",
+                   help="a codec model folder (a saved WavCodec) and its row's name; repeatable")
+    p.add_argument("--ref", type=Path, default=Path("data/evalset"),
+                   help="eval set folder from `l3se data evalset`, or its evalset.jsonl "
+                   "(default: data/evalset)")
+    p.add_argument("--config", default="tiny",
+                   help="recipes/configs/codec_eval config: tiny (offline metrics, a CPU token "
+                   "LM on the starter corpus; the default) or paper, or a YAML path")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config overrides, e.g. token_lm.steps=50 or token_lm=null (no LM)")
+    p.add_argument("--lm-steps", type=int, help="token-LM steps (default: the config's)")
+    p.add_argument("--metrics", help="l3se evaluate metrics (default: the config's)")
+    p.add_argument("--model", action="append", default=[], metavar="KEY=NAME_OR_PATH",
+                   help="model of a model-based metric, as l3se evaluate's --model; repeatable")
+    p.add_argument("--download", action="store_true",
+                   help="allow metric model downloads from the hub (default: local only)")
+    p.add_argument("--files", type=int, help="score only the first N utterances (default: all)")
+    p.add_argument("--out", type=Path, default=Path("runs/codec-eval"),
+                   help="resyntheses, reports, table.md and results.json (default: "
+                   "runs/codec-eval)")
+    p.add_argument("--workers", type=int,
+                   help="evaluation workers (default: one per available core)")
+    p.add_argument("--device", default="auto",
+                   help="resynthesis and token LM: auto | cpu | cuda | cuda:N (default: auto)")
+    p.set_defaults(func=_codec_eval)
+
 
 def _quickstart(args) -> int:
     from data_sim.sources import SourceError
@@ -133,6 +207,34 @@ def _quickstart(args) -> int:
     try:
         run(cfg)
     except SourceError as e:
+        raise UserError(str(e)) from None
+    return 0
+
+
+def _finetune(args) -> int:
+    from data_sim.sources import SourceError
+    from l3se.cli import UserError
+    from l3se.enhancer import DEFAULT_MODEL_DIR, check_model_dir
+    from l3se.training.checkpoint import CheckpointError
+    from recipes.finetune import FINETUNE_STAGES, FinetuneConfig, run
+
+    unknown = sorted(set(args.stages) - set(FINETUNE_STAGES))
+    if unknown or not args.stages:
+        raise UserError(f"--stages: choose from {','.join(FINETUNE_STAGES)}, got "
+                        f"{','.join(args.stages)}")
+    if args.steps is not None and args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    base = args.base or DEFAULT_MODEL_DIR
+    try:
+        check_model_dir(base)
+    except FileNotFoundError as e:
+        raise UserError(f"--base: {e}") from None
+    cfg = FinetuneConfig(speech=args.speech, noise=args.noise, out=args.out, rir=args.rir,
+                         base=base, stages=args.stages, steps=args.steps, config=args.config,
+                         speaker_from_folder=args.speaker_from_folder)
+    try:
+        run(cfg)
+    except (SourceError, CheckpointError) as e:
         raise UserError(str(e)) from None
     return 0
 
@@ -178,4 +280,45 @@ def _sweep(args) -> int:
                             f"{', '.join(DESIGNS)}")
         cfg.designs = args.designs
     run(cfg)
+    return 0
+
+
+def _codec_eval(args) -> int:
+    from data_sim.sources import SourceError
+    from l3se.cli import UserError
+    from l3se.cli.evaluate import _pairs
+    from l3se.enhancer import resolve_device
+    from l3se.evaluation import InputError
+    from l3se.evaluation.inputs import MANIFEST_NAME
+    from l3se.models.weights import WEIGHTS_FILE
+    from recipes.codec_eval import FLOOR, load, run
+
+    codecs = {name: Path(path) for name, path in _pairs(args.codec, "--codec").items()}
+    if FLOOR in codecs:
+        raise UserError(f"--codec: {FLOOR!r} names the references' own row; pick another name")
+    for name, path in codecs.items():
+        if not (path / WEIGHTS_FILE).is_file():
+            raise UserError(f"--codec {name}: {path} is not a saved codec (no {WEIGHTS_FILE})")
+    evalset = args.ref if args.ref.is_dir() or args.ref.name != MANIFEST_NAME else args.ref.parent
+    if not (evalset / MANIFEST_NAME).is_file():
+        raise UserError(f"--ref: no {MANIFEST_NAME} in {evalset}: build the eval set first "
+                        "(`l3se data evalset OUT --config paper`, or tiny)")
+    overrides = list(args.overrides)
+    if args.lm_steps is not None:
+        overrides.append(f"token_lm.steps={args.lm_steps}")
+    if args.metrics:
+        overrides.append(f"metrics={args.metrics}")
+    cfg = load(args.config, overrides)
+    cfg.models |= {k: v for k, v in _pairs(args.model, "--model").items() if v is not None}
+    if cfg.token_lm is not None and not Path(cfg.token_lm.speech).exists():
+        raise UserError(f"token_lm.speech: {cfg.token_lm.speech} not found (the token LM's "
+                        "training speech; token_lm=null leaves the LM out)")
+    if (args.files is not None and args.files < 1) or (args.workers is not None
+                                                       and args.workers < 1):
+        raise UserError("--files and --workers must be at least 1")
+    try:
+        run(codecs, evalset, args.out, cfg, files=args.files, workers=args.workers,
+            local_only=not args.download, device=str(resolve_device(args.device)))
+    except (InputError, SourceError) as e:
+        raise UserError(str(e)) from None
     return 0

@@ -42,6 +42,11 @@ class TokenLayout:
         start = self.n_specials + self.codebook_of(position) * self.codebook_size
         return start, start + self.codebook_size
 
+    def codebook_rows(self, head: torch.Tensor) -> torch.Tensor:
+        """Output head [vocab_size, H] -> its audio rows as a [Q, K, H] view: row (q, k) scores
+        entry k of codebook q, so a position's logits come from its own codebook's K rows."""
+        return head[self.n_specials :].view(self.n_codebooks, self.codebook_size, -1)
+
     def flatten(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, Q, T] (entries in [0, K)) -> ids [B, Q*T], frame-major."""
         if codes.shape[1] != self.n_codebooks:

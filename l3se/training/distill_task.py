@@ -5,6 +5,9 @@ Targets (``DistillLossConfig.targets``, Table 3):
     acoustic      WavCodec's encoder latent only (b)
     fixed_layers  the frozen WavLM's hidden state 0 pooled 4x to 12.5 Hz + its last one (d)
     none          no training: the teacher-initialised encoder as is (a; see the recipe)
+    self          not in the paper: the student's own starting weights, frozen, on clean speech
+                  (both branches). Fine-tuning a trained NI-Encoder to new noise this way keeps
+                  the output space that an LM trained on it reads, and needs no teachers.
 
 The teachers are held as one frozen ``NIEncoder`` copied from WavCodec and WavS2T: its branches
 are exactly ``codec.encode_latent`` and ``s2t.encode`` (same weights, same padding), but the
@@ -28,13 +31,13 @@ from l3se.models.s2t import FRAMES_PER_TOKEN
 from l3se.training.plots import plot_layer_weights
 from l3se.training.task import StepOutput, Task, ValOutput
 
-TARGETS = ("teachers", "acoustic", "fixed_layers", "none")
+TARGETS = ("teachers", "acoustic", "fixed_layers", "none", "self")
 PLOT_FILE = "layer_weights.png"
 
 
 @dataclass
 class DistillLossConfig:
-    targets: Literal["teachers", "acoustic", "fixed_layers", "none"] = "teachers"
+    targets: Literal["teachers", "acoustic", "fixed_layers", "none", "self"] = "teachers"
     # The seed text lost eq. 1's weights; an unweighted sum is its plain reading.
     acoustic: float = 1.0
     semantic: float = 1.0
@@ -73,6 +76,17 @@ class DistillTask(Task):
             raise ValueError(f"targets {targets!r} need a student with a semantic head")
         if targets == "teachers" and teacher.semantic is None:
             raise ValueError("targets 'teachers' need the WavS2T teacher's semantic branch")
+        if targets == "self" and (teacher.semantic is None) != (student.semantic is None):
+            raise ValueError("targets 'self' need a teacher with the student's branches")
+        if targets in ("teachers", "acoustic", "self"):
+            # A student loaded with init_from brings its own head sizes.
+            sizes = [("acoustic", student.acoustic_dim, teacher.acoustic_dim)]
+            if targets != "acoustic":
+                sizes.append(("semantic", student.semantic_dim, teacher.semantic_dim))
+            for branch, mine, theirs in sizes:
+                if mine != theirs:
+                    raise ValueError(f"the student's {branch} output has {mine} channels, "
+                                     f"its targets {theirs}")
         if targets == "fixed_layers":
             hidden = teacher.ssl.hidden_size
             if student.acoustic_dim != hidden or student.semantic_dim != hidden:
@@ -98,7 +112,7 @@ class DistillTask(Task):
             ).transpose(1, 2)
             return Targets(pooled, states[-1])
         out = self.teacher(clean, lengths)
-        semantic = out.semantic if self.loss_cfg.targets == "teachers" else None
+        semantic = out.semantic if self.loss_cfg.targets in ("teachers", "self") else None
         return Targets(out.acoustic, semantic)
 
     def losses(self, out: NIOutput, target: Targets, lengths: torch.Tensor | None) -> dict:
@@ -137,7 +151,7 @@ class DistillTask(Task):
         out = {}
         if self.loss_cfg.targets != "fixed_layers":
             for branch, w in self.teacher.mixture_weights().items():
-                if branch == "acoustic" or self.loss_cfg.targets == "teachers":
+                if branch == "acoustic" or self.loss_cfg.targets in ("teachers", "self"):
                     out[f"{branch}_teacher"] = w
         for branch, w in self.student.mixture_weights().items():
             out[f"{branch}_student"] = w

@@ -1,5 +1,6 @@
 """Data parallelism under ``torchrun``: process-group set-up from its environment variables
-(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), gradient averaging and the sampler.
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), gradient averaging and the samplers
+(a global shuffle, or a block shuffle that reads shards sequentially; ``build_sampler``).
 
 Gradients are averaged with one coalesced all-reduce per optimizer step instead of wrapping
 modules in ``DistributedDataParallel``: GAN stages run the discriminator inside the generator's
@@ -19,10 +20,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+from l3se.config import ConfigError
 
 # All-reduce gradients in chunks of this many elements: bounds the flat buffer's extra memory.
 BUCKET_ELEMENTS = 1 << 25
+# The training set's reading orders (``DataConfig.order``).
+ORDERS = ("shuffle", "block")
 
 
 @dataclass
@@ -174,3 +179,82 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class BlockShuffleSampler(Sampler[int]):
+    """This rank's share of an epoch read block by block, for storage where seeks are dear
+    (tar shards on network or spinning disks). Exactly as resumable as ``ResumableSampler``.
+
+    ``groups[i]`` (int, one per dataset index) names the block, e.g. the tar shard, that item
+    ``i`` is read from. Each epoch the blocks are put in a random order and concatenated, each
+    block's items kept in index order; rank ``r`` of ``W`` takes the ``r``-th of ``W`` equal,
+    contiguous slices of that stream (so a run of whole blocks, cut at most at its two ends)
+    and shuffles it within consecutive windows of ``window`` items. A batch therefore mixes
+    items from about ``window`` neighbours in a block instead of from the whole corpus: the
+    price of sequential reads.
+
+    Every rank gets ``len(groups) // W`` items, as ``DistributedSampler(drop_last=True)``: the
+    last ``len(groups) % W`` items of the epoch's stream are left out, different ones each
+    epoch since the block order changes. The order is a pure function of (seed, epoch, W,
+    rank), so ``set_position`` resumes mid-epoch exactly.
+    """
+
+    def __init__(self, groups: np.ndarray, env: DistEnv, seed: int, window: int):
+        if window < 1:
+            raise ConfigError(f"data.shuffle_window must be at least 1, got {window}")
+        groups = np.asarray(groups)
+        self.num_replicas, self.rank = env.world_size, env.rank
+        self.seed, self.window = seed, window
+        self.num_samples = len(groups) // self.num_replicas
+        # Dataset indices sorted by block (stable: index order within a block), and where each
+        # block's run starts in that list.
+        self._members = np.argsort(groups, kind="stable")
+        _, starts = np.unique(groups[self._members], return_index=True)
+        self._starts = starts
+        self._sizes = np.diff(np.append(starts, len(groups)))
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def indices(self) -> np.ndarray:
+        """[num_samples] dataset indices: this rank's whole epoch, in reading order."""
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self._starts))
+        sizes = self._sizes[order]
+        # Position p of the stream is item (p - first position of its block) of that block.
+        first = np.cumsum(sizes) - sizes
+        lo = self.rank * self.num_samples
+        pos = np.arange(lo, lo + self.num_samples)
+        block = np.searchsorted(first, pos, side="right") - 1
+        mine = self._members[self._starts[order[block]] + pos - first[block]]
+        rng = np.random.default_rng([self.seed, self.epoch, self.num_replicas, self.rank])
+        within = np.lexsort((rng.random(len(mine)), np.arange(len(mine)) // self.window))
+        return mine[within]
+
+    def __iter__(self):
+        return iter(self.indices()[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def build_sampler(dataset: Dataset, env: DistEnv, seed: int, order: str = "shuffle",
+                  window: int = 1000) -> ResumableSampler | BlockShuffleSampler:
+    """The training sampler for ``order`` (``DataConfig.order``). Block order reads the blocks
+    ``dataset.read_groups()`` names (the speech source's tar shards); a dataset without them
+    (per-file sources) is read in runs of ``window`` consecutive indices instead, which keeps
+    the order's resumability and equal shares but gains locality only where neighbouring
+    indices are neighbouring files."""
+    if order == "shuffle":
+        return ResumableSampler(dataset, env, seed)
+    if order != "block":
+        raise ConfigError(f"data.order must be one of {', '.join(ORDERS)}, got {order!r}")
+    groups = dataset.read_groups() if hasattr(dataset, "read_groups") else None
+    if groups is None:
+        groups = np.arange(len(dataset)) // max(window, 1)
+    return BlockShuffleSampler(groups, env, seed, window)

@@ -29,11 +29,11 @@ from l3se.config import ConfigError, save_config
 from l3se.training import checkpoint as ckpt
 from l3se.training.distributed import (
     DistEnv,
-    ResumableSampler,
     average_gradients,
     average_scalars,
     barrier,
     broadcast_module,
+    build_sampler,
     seed_everything,
     setup,
 )
@@ -64,7 +64,11 @@ class Trainer:
         optim_d: OptimConfig | None = None,
         run_config: RecipeConfig | None = None,
         name: str = "train",
+        order: str = "shuffle",
+        shuffle_window: int = 1000,
     ):
+        """``order`` and ``shuffle_window``: the training set's reading order
+        (``DataConfig.order``, ``l3se.training.distributed.build_sampler``)."""
         self.cfg = cfg
         self.name = name
         self.run_config = run_config
@@ -86,7 +90,7 @@ class Trainer:
         self.train_set = train_set
         self.val_set = val_set
         self.collate_fn = collate_fn
-        self.sampler = ResumableSampler(train_set, self.env, seed=cfg.seed)
+        self.sampler = build_sampler(train_set, self.env, cfg.seed, order, shuffle_window)
         self.steps_per_epoch = self.sampler.num_samples // (self.micro_batch * cfg.grad_accum)
         if self.steps_per_epoch == 0:
             raise ConfigError(
@@ -475,6 +479,8 @@ def train_stage(task: Task, cfg: RecipeConfig, name: str, stop_at: int | None = 
         optim_d=cfg.optim_d,
         run_config=cfg,
         name=name,
+        order=cfg.data.order,
+        shuffle_window=cfg.data.shuffle_window,
     )
     try:
         trainer.fit(stop_at=stop_at)

@@ -22,8 +22,10 @@ def test_help_lists_subcommands():
                                     "diagnose"]
     assert listed_subcommands("train") == ["codec-1", "codec-2", "s2t", "ttr", "codec-3", "distill",
                                            "lm"]
-    assert listed_subcommands("data") == ["starter", "evalset", "word-times", "summary"]
-    assert listed_subcommands("recipe") == ["quickstart", "codec3-ablation", "codec-sweep"]
+    assert listed_subcommands("data") == ["starter", "evalset", "word-times", "manifest",
+                                          "summary", "index", "shard"]
+    assert listed_subcommands("recipe") == ["quickstart", "finetune", "codec3-ablation",
+                                            "codec-sweep", "codec-eval"]
 
 
 def test_summary_on_a_corpus(corpus, capsys):
@@ -69,3 +71,42 @@ def test_word_times_cli(corpus, capsys):
     assert main(["data", "word-times", str(corpus / "nope.jsonl"), str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("l3se: error:") and "nope.jsonl" in err and "\n" not in err
+
+
+def test_index_and_shard_cli(tmp_path, corpus, capsys):
+    from data_sim.index import CorpusIndex
+    from tests.data_sim.corpora import emilia_gz_batch, emilia_shards
+
+    emilia_shards(tmp_path, langs=("EN",))
+    rc = main(["data", "index", str(tmp_path / "Emilia" / "EN" / "*.tar"), str(tmp_path / "idx"),
+               "-j", "2"])
+    assert rc == 0
+    assert f"indexed 6 utterances (0.00 h) in 2 shards into {tmp_path / 'idx'}" in \
+        capsys.readouterr().out
+    gz, _ = emilia_gz_batch(tmp_path / "old")
+    out = tmp_path / "shards"
+    rc = main(["data", "shard", str(corpus / "speech"), str(gz), str(out), "--shard-size", "4",
+               "--shuffle", "--seed", "5"])
+    assert rc == 0 and "wrote 9 utterances" in capsys.readouterr().out
+    assert main(["data", "index", str(out / "shards.*.tar"), str(tmp_path / "again")]) == 0
+    rows = CorpusIndex(tmp_path / "again")
+    assert [(i.id, i.text) for i in rows] == [(i.id, i.text) for i in CorpusIndex(out)]
+    # Training reads the index like any other source.
+    capsys.readouterr()
+    assert main(["data", "summary", "-n", "4", "--workers", "0", "--json",
+                 f"speech={tmp_path / 'idx'}", f"noise={corpus / 'noise'}", "rir=null",
+                 "mix.p_reverb=0", "languages=[en]"]) == 0
+    assert json.loads(capsys.readouterr().out)["speech_files"] == 6
+
+
+def test_index_of_a_gzip_batch_is_a_one_line_error(tmp_path, capsys):
+    from tests.data_sim.corpora import emilia_gz_batch
+
+    gz, _ = emilia_gz_batch(tmp_path)
+    assert main(["data", "index", str(gz), str(tmp_path / "idx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("l3se: error:") and "\n" not in err
+    assert "gzip-compressed" in err and f"l3se data shard {gz} OUT" in err
+    assert main(["data", "shard", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data source not found" in err and "\n" not in err

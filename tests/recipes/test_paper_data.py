@@ -62,3 +62,19 @@ def test_lm_trains_on_the_length_of_the_eval_clips():
     assert seconds >= longest_eval, lengths
     # The exported model decodes in chunks of its trained length.
     assert load(CONFIGS / "lm" / "paper.yaml")["enhancer"].get("chunk_seconds") is None
+
+
+def test_paper_stages_read_emilia_through_one_index():
+    """Emilia is read as released, through one index of its tar shards; only codec-3 keeps a
+    manifest of its own, for the word timings an index does not hold."""
+    readers: dict[str, set[str]] = {}
+    for where, src in training_sources():
+        if "/emilia/" in src:
+            readers.setdefault(src, set()).add(where.split("/")[0])
+    assert readers == {
+        "/data/emilia/index": {"data", "codec1", "codec2", "s2t", "distill", "lm"},
+        "/data/emilia/codec_train_words.jsonl": {"codec3"},
+    }
+    # codec-2 continues codec-1 on the same DNSMOS-filtered subset.
+    codec = [load(CONFIGS / f"codec{k}" / "paper.yaml")["data"] for k in (1, 2)]
+    assert codec[0]["min_dnsmos"] == codec[1]["min_dnsmos"] is not None
