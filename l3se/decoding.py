@@ -170,8 +170,8 @@ def generate(
     offsets = tokens.n_specials + tokens.codebook_size * torch.arange(q, device=device)
     out = torch.zeros(b, n, dtype=torch.long, device=device)
 
-    bos = lm.embed(torch.full((b, 1), BOS, device=device))
-    x = torch.cat([padded, bos.to(padded.dtype)], 1)
+    bos = lm.frame_inputs(lm.embed(torch.full((b, 1), BOS, device=device)).to(padded.dtype), prefix)
+    x = torch.cat([padded, bos], 1)
     start = t + 1
     prefill = DynamicCache(config=lm.llm.config)
     hidden = lm.body(
@@ -184,7 +184,8 @@ def generate(
             entry = pick(hidden @ heads[c].T, cfg, None if noise is None else noise[:, i])
             out[:, i] = entry
             if i < n - 1:
-                hidden = step(lm.embed((entry + offsets[c])[:, None]), start + i)
+                token = lm.frame_inputs(lm.embed((entry + offsets[c])[:, None]), prefix, i + 1)
+                hidden = step(token, start + i)
     codes = out.view(b, t, q).transpose(1, 2)
     frames = torch.arange(t, device=device)[None, None] < frame_lengths[:, None, None]
     return codes * frames

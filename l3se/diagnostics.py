@@ -8,7 +8,10 @@ produces the same plausible speech whatever it hears (l3se's first shipped model
   input, how often quantizing it gives the clean codes, and how much it varies across inputs;
 - LM: teacher-forced loss and accuracy with the true prefix, another utterance's, and zeros;
 - enhancer: envelope correlation of each output with its clean reference (LM and direct path),
-  and how alike the outputs of different inputs are.
+  and how alike the outputs of different inputs are;
+- exposure: the audio of the LM's teacher-forced choices (argmax with the true history of clean
+  codes). Far above the enhanced row, the LM predicts well but derails on its own history; near
+  it, the predictions themselves are the limit.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ def diagnose(model_dir, evalset, n: int = 8) -> dict:
     prefix = lm.prefix(feats.acoustic, feats.semantic)
     lm_codes = generate(lm, prefix, feats.frame_lengths, decode)
     zero_codes = generate(lm, torch.zeros_like(prefix), feats.frame_lengths, decode)
+    forced = lm(prefix, feats.frame_lengths, clean_codes).logits.argmax(-1).transpose(1, 2)
     return {
         "utterances": ids,
         "seconds": length / sr,
@@ -164,6 +168,7 @@ def diagnose(model_dir, evalset, n: int = 8) -> dict:
         },
         "direct": audio_report(codec.decode(direct_codes, length)),
         "enhanced": audio_report(codec.decode(lm_codes, length)),
+        "teacher_forced": audio_report(codec.decode(forced, length)),
     }
 
 
@@ -174,10 +179,10 @@ def _span(shares: list[float]) -> str:
 def format_report(report: dict) -> str:
     """The report as aligned text lines."""
     lines = [f"{len(report['utterances'])} utterances cut to {report['seconds']:.2f} s"]
-    lines.append(f"{'audio':<10} {'env.corr':>9} {'STOI':>6} {'pairwise':>9}")
-    for name in ("noisy", "codec", "direct", "enhanced"):
+    lines.append(f"{'audio':<14} {'env.corr':>9} {'STOI':>6} {'pairwise':>9}")
+    for name in ("noisy", "codec", "direct", "enhanced", "teacher_forced"):
         r = report[name]
-        lines.append(f"{name:<10} {r['envelope_correlation']:>9.3f} {r['stoi']:>6.3f} "
+        lines.append(f"{name:<14} {r['envelope_correlation']:>9.3f} {r['stoi']:>6.3f} "
                      f"{r['pairwise_correlation']:>9.3f}")
     lines.append(f"codec codebook usage per codebook: {_span(report['codec']['codebook_usage'])}")
     e = report["ni_encoder"]

@@ -70,7 +70,7 @@ def test_diagnose_command_reports_every_part(tmp_path, capsys):
     assert main(["diagnose", str(model), "--ref", str(tmp_path / "ev"), "-n", "3",
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    for row in ("noisy", "codec", "direct", "enhanced"):
+    for row in ("noisy", "codec", "direct", "enhanced", "teacher_forced"):
         assert f"\n{row} " in text
     assert "teacher-forced" in text and "all-zero prefix" in text
     report = json.loads(out.read_text())

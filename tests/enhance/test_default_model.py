@@ -14,7 +14,7 @@ from tests.enhance import test_golden as golden
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_is_small_and_samples_as_the_tiny_lm_config_says():
+def test_is_small_and_samples_as_the_lm_config_it_was_built_with_said():
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
     assert 1e6 < size <= 30e6
     decode = read_config(DEFAULT_MODEL_DIR).decode

@@ -45,7 +45,8 @@ def reference_generate(lm, prefix, frame_lengths, cfg, seeds=None):
     heads = lm.codebook_head()
     offsets = tokens.n_specials + tokens.codebook_size * torch.arange(q, device=device)
     out = torch.zeros(b, n, dtype=torch.long, device=device)
-    x = torch.cat([padded, lm.embed(torch.full((b, 1), BOS, device=device)).to(padded.dtype)], 1)
+    bos = lm.embed(torch.full((b, 1), BOS, device=device)).to(padded.dtype)
+    x = torch.cat([padded, lm.frame_inputs(bos, prefix)], 1)
     cache = DynamicCache(config=lm.llm.config)
     end = t + 1
     for i in range(n):
@@ -54,22 +55,25 @@ def reference_generate(lm, prefix, frame_lengths, cfg, seeds=None):
                          **cache_kwargs(cache)).last_hidden_state[:, -1]
         entry = pick(hidden @ heads[i % q].T, cfg, None if noise is None else noise[:, i])
         out[:, i] = entry
-        x, end = lm.embed((entry + offsets[i % q])[:, None]).to(x.dtype), end + 1
+        token = lm.embed((entry + offsets[i % q])[:, None]).to(x.dtype)
+        x, end = lm.frame_inputs(token, prefix, i + 1), end + 1
     codes = out.view(b, t, q).transpose(1, 2)
     return codes * (torch.arange(t, device=device)[None, None] < frame_lengths[:, None, None])
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
-@pytest.mark.parametrize("frame_positions", [False, True])
+@pytest.mark.parametrize("frame", ["plain", "frame_positions", "frame_inputs"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("cfg", [
     DecodeConfig(),
     DecodeConfig(strategy="sample", temperature=1.5, seed=3),
     DecodeConfig(strategy="sample", temperature=0.8, top_k=20, top_p=0.9, seed=5),
 ], ids=["greedy", "sample", "sample-filtered"])
-def test_engine_matches_the_reference_loop(bf16, frame_positions, attention, cfg):
+def test_engine_matches_the_reference_loop(bf16, frame, attention, cfg):
     torch.manual_seed(0)
-    lm = tiny_lm("acoustic", frame_positions=frame_positions).eval()
+    lm = tiny_lm("acoustic", **({} if frame == "plain" else {frame: True})).eval()
+    if lm.frame_projection is not None:  # it starts at zero, a no-op
+        torch.nn.init.normal_(lm.frame_projection.weight, std=0.1)
     lm.llm.set_attn_implementation(attention)
     # Left-padded items of different lengths, and a batch without padding. Under autocast the
     # keys (after an fp32 norm) and the values (bf16) differ in dtype in the step's buffers.

@@ -90,12 +90,70 @@ def test_frame_positions_share_the_prefix_frame_position():
     assert plain.tolist() == [0, 0, 1] + list(range(2, 15))
 
 
-def test_greedy_decoding_matches_teacher_forcing_with_frame_positions():
+@pytest.mark.parametrize("frame", [{"frame_positions": True},
+                                   {"frame_positions": True, "frame_inputs": True}])
+def test_greedy_decoding_matches_teacher_forcing(frame):
     torch.manual_seed(3)
-    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, frame_positions=True).eval()
+    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, **frame).eval()
+    if lm.frame_projection is not None:  # it starts at zero, a no-op
+        torch.nn.init.normal_(lm.frame_projection.weight, std=0.1)
     prefix, lengths = torch.randn(3, 5, 64), torch.tensor([5, 3, 4])
     with torch.no_grad():
         codes = generate(lm, prefix, lengths, DecodeConfig())
         logits = lm(prefix, lengths, codes).logits  # [B, T, Q, K]
     for b, n in enumerate(lengths.tolist()):
         assert torch.equal(logits[b, :n].argmax(-1), codes[b, :, :n].T)
+
+
+def test_frame_inputs_hand_each_token_its_own_prefix_frame():
+    torch.manual_seed(0)
+    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, frame_inputs=True)
+    # It starts as a no-op, so that the prefix does not drown the token embeddings.
+    assert torch.equal(lm.frame_inputs(torch.ones(1, 5, 64), torch.randn(1, 2, 64)),
+                       torch.ones(1, 5, 64))
+    with torch.no_grad():
+        lm.frame_projection.weight.copy_(torch.eye(64))
+    prefix = torch.randn(2, 3, 64)
+    x = torch.zeros(2, 13, 64)  # bos and the 12 tokens of 3 frames
+    out = lm.frame_inputs(x, prefix)
+    # bos and tokens 1-3 predict frame 0's tokens; the last token predicts nothing.
+    assert torch.equal(out[:, :4], prefix[:, :1].expand(-1, 4, -1))
+    assert torch.equal(out[:, 4:8], prefix[:, 1:2].expand(-1, 4, -1))
+    assert torch.equal(out[:, 12], torch.zeros(2, 64))
+    # One step in decoding: input 5 (token 5) predicts token 6, of frame 1.
+    assert torch.equal(lm.frame_inputs(x[:, :1], prefix, 5)[:, 0], prefix[:, 1])
+    off = tiny_lm("acoustic", n_codebooks=4, codebook_size=16)
+    assert torch.equal(off.frame_inputs(x, prefix), x)
+
+
+def test_history_noise_corrupts_what_the_lm_reads_in_training_only():
+    torch.manual_seed(0)
+    noisy = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, history_noise=0.5)
+    plain = tiny_lm("acoustic", n_codebooks=4, codebook_size=16)
+    plain.load_state_dict(noisy.state_dict())
+    codes = torch.randint(0, 16, (8, 4, 50))
+    prefix, lengths = torch.randn(8, 50, 64), torch.full((8,), 50)
+    swapped = noisy.noisy_history(prefix, lengths, codes)
+    # Half the entries are redrawn, and a redraw lands on another entry 15 times in 16.
+    assert abs((swapped != codes).float().mean().item() - 0.5 * 15 / 16) < 0.03
+    assert swapped.min() >= 0 and swapped.max() < 16
+    with torch.no_grad():
+        for mode in (True, False):
+            noisy.train(mode), plain.train(mode)
+            same = torch.equal(noisy(prefix, lengths, codes).logits,
+                               plain(prefix, lengths, codes).logits)
+            # Training reads the corrupted history; evaluation and decoding the true one.
+            assert same is not mode
+
+
+def test_history_from_the_model_replaces_entries_with_its_own_draws():
+    torch.manual_seed(0)
+    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, history_noise=1.0,
+                 history_from="model")
+    codes, prefix, lengths = torch.randint(0, 16, (2, 4, 6)), torch.randn(2, 6, 64), torch.full((2,), 6)
+    # A head that is sure of entry 3 in every codebook: each draw is 3, whatever the history.
+    with torch.no_grad():
+        lm.codebook_head().zero_()
+        lm.codebook_head()[:, 3] = 50.0 * lm.llm.model.norm.weight
+    lm.llm.model.norm.register_forward_hook(lambda m, i, o: torch.ones_like(o))
+    assert torch.equal(lm.noisy_history(prefix, lengths, codes), torch.full_like(codes, 3))
