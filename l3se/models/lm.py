@@ -60,9 +60,6 @@ class SpeechLMConfig:
     # history (teacher-forced argmax) but 0.601 when generating (greedy), below the codec's own
     # quantization of the NI-Encoder output (0.662).
     history_noise: float = 0.0
-    # Where the replacements come from: "random" entries, or the LM's own draws given the true
-    # history (one extra forward pass without gradients), mistakes like those it makes decoding.
-    history_from: Literal["random", "model"] = "random"
 
     @property
     def tokens(self) -> TokenLayout:
@@ -198,21 +195,14 @@ class SpeechLM(Pretrained, nn.Module):
         add = self.frame_projection(prefix[:, frames.clamp_max(prefix.shape[1] - 1)])
         return x + (add * inside[None, :, None]).to(x.dtype)
 
-    def noisy_history(self, prefix: torch.Tensor, frame_lengths: torch.Tensor,
-                      codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, Q, T12] -> the same with a ``history_noise`` share of the entries replaced
-        (torch's global generator) by random ones or, with ``history_from: model``, by the LM's
-        own draws given the true history: what the LM reads, not what it predicts."""
+    def noisy_history(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, Q, T12] -> the same with a ``history_noise`` share of the entries replaced by
+        random ones (torch's global generator): what the LM reads, not what it predicts."""
         p = self.cfg.history_noise
         if p <= 0:
             return codes
-        if self.cfg.history_from == "model":
-            with torch.no_grad():
-                logits = self.logits(prefix.detach(), frame_lengths, codes).float()
-            draws = torch.distributions.Categorical(logits=logits).sample().transpose(1, 2)
-        else:
-            draws = torch.randint_like(codes, self.tokens.codebook_size)
-        return torch.where(torch.rand(codes.shape, device=codes.device) < p, draws, codes)
+        swap = torch.rand(codes.shape, device=codes.device) < p
+        return torch.where(swap, torch.randint_like(codes, self.tokens.codebook_size), codes)
 
     def position_ids(self, mask: torch.Tensor) -> torch.Tensor:
         """Attention mask [B, T12 + 1 + Q*T12] of [prefix, bos, tokens] -> rotary position ids.
@@ -247,7 +237,7 @@ class SpeechLM(Pretrained, nn.Module):
         """
         b, q, t = codes.shape
         valid = torch.arange(t, device=codes.device)[None] < frame_lengths[:, None]  # [B, T12]
-        history = (self.noisy_history(prefix, frame_lengths, codes) if self.training else codes)
+        history = self.noisy_history(codes) if self.training else codes
         logits = self.logits(prefix, frame_lengths, history)
         targets = codes.transpose(1, 2)  # [B, T12, Q]
         flat_valid = valid[..., None].expand(b, t, q)

@@ -132,11 +132,11 @@ def test_history_noise_corrupts_what_the_lm_reads_in_training_only():
     plain = tiny_lm("acoustic", n_codebooks=4, codebook_size=16)
     plain.load_state_dict(noisy.state_dict())
     codes = torch.randint(0, 16, (8, 4, 50))
-    prefix, lengths = torch.randn(8, 50, 64), torch.full((8,), 50)
-    swapped = noisy.noisy_history(prefix, lengths, codes)
+    swapped = noisy.noisy_history(codes)
     # Half the entries are redrawn, and a redraw lands on another entry 15 times in 16.
     assert abs((swapped != codes).float().mean().item() - 0.5 * 15 / 16) < 0.03
     assert swapped.min() >= 0 and swapped.max() < 16
+    prefix, lengths = torch.randn(8, 50, 64), torch.full((8,), 50)
     with torch.no_grad():
         for mode in (True, False):
             noisy.train(mode), plain.train(mode)
@@ -145,15 +145,3 @@ def test_history_noise_corrupts_what_the_lm_reads_in_training_only():
             # Training reads the corrupted history; evaluation and decoding the true one.
             assert same is not mode
 
-
-def test_history_from_the_model_replaces_entries_with_its_own_draws():
-    torch.manual_seed(0)
-    lm = tiny_lm("acoustic", n_codebooks=4, codebook_size=16, history_noise=1.0,
-                 history_from="model")
-    codes, prefix, lengths = torch.randint(0, 16, (2, 4, 6)), torch.randn(2, 6, 64), torch.full((2,), 6)
-    # A head that is sure of entry 3 in every codebook: each draw is 3, whatever the history.
-    with torch.no_grad():
-        lm.codebook_head().zero_()
-        lm.codebook_head()[:, 3] = 50.0 * lm.llm.model.norm.weight
-    lm.llm.model.norm.register_forward_hook(lambda m, i, o: torch.ones_like(o))
-    assert torch.equal(lm.noisy_history(prefix, lengths, codes), torch.full_like(codes, 3))
