@@ -67,8 +67,9 @@ def test_whole_utterance_configs_cap_the_length_and_keep_english():
     assert config("codec-3", "paper_llmcodec").llm_codec.max_text_tokens >= 96
 
 
-def test_s2t_learns_the_language_distill_runs_on():
-    s2t = config("s2t", "paper").data
+@pytest.mark.parametrize("name", ["paper", "paper_ctc"])
+def test_s2t_learns_the_language_distill_runs_on(name):
+    s2t = config("s2t", name).data
     assert s2t.speech == config("distill", "paper").data.speech
     assert s2t.mix.segment_seconds is None and s2t.max_seconds is not None
 
