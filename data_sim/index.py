@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_sim.files import atomic_write
+from data_sim.files import UMASK, atomic_write
 from data_sim.sources import AudioItem, SourceError
 
 FORMAT = "l3se-index"
@@ -47,8 +47,6 @@ NUMERIC = {
     "language": np.int16,
 }
 STRINGS = ("id", "text", "speaker")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def is_index(path: str | Path) -> bool:
@@ -289,7 +287,7 @@ def _commit(out: Path, n: int, files: list[str], languages: list[str], fill, ext
     out.mkdir(parents=True, exist_ok=True)
     cols = Path(tempfile.mkdtemp(prefix="columns.", dir=out))
     try:
-        os.chmod(cols, 0o777 & ~_UMASK)
+        os.chmod(cols, 0o777 & ~UMASK)
         fill(cols)
         root = out.resolve()
         stored = [os.path.relpath(f, root) if Path(f).resolve().is_relative_to(root) else
