@@ -40,10 +40,15 @@ class DistortionConfig:
     clipping_percentile: tuple[float, float] = (0.0, 20.0)
     p_gain: float = 0.0
     gain_db: tuple[float, float] = (-6.0, 6.0)
+    # A microphone's or a line's colouring: a 7-band parametric EQ within +-colour_gain_db, and
+    # (drawn on its own, with the same probability) a low cut somewhere in low_cut_hz.
+    p_colour: float = 0.0
+    colour_gain_db: float = 6.0
+    low_cut_hz: tuple[float, float] = (50.0, 300.0)
 
     @property
     def enabled(self) -> bool:
-        return max(self.p_band_limit, self.p_clipping, self.p_gain) > 0
+        return max(self.p_band_limit, self.p_clipping, self.p_gain, self.p_colour) > 0
 
 
 @dataclass
@@ -344,6 +349,14 @@ class Mixer:
                         p=d.p_clipping,
                     ),
                     A.Gain(min_gain_db=d.gain_db[0], max_gain_db=d.gain_db[1], p=d.p_gain),
+                    A.SevenBandParametricEQ(
+                        min_gain_db=-d.colour_gain_db, max_gain_db=d.colour_gain_db,
+                        p=d.p_colour,
+                    ),
+                    A.HighPassFilter(
+                        min_cutoff_freq=d.low_cut_hz[0], max_cutoff_freq=d.low_cut_hz[1],
+                        p=d.p_colour,
+                    ),
                 ]
             )
         # audiomentations draws from the global RNGs: seed them from this example's generator

@@ -26,9 +26,11 @@ from recipes.stages import STAGES, resolve_config, schedule_overrides, train_or_
 # 2 CPU cores (measured seconds per step in each tiny config's comments); small is the bundled
 # default's, a background run of hours. The optional stages (ttr, codec-3) run from a finished
 # quickstart: `l3se recipe codec3-ablation`.
+# codec-2 gets 0 steps at both (its model is codec-1's): a few hundred GAN steps beside a fresh
+# discriminator cost the tiny codec STOI, PESQ, DNSMOS and words (docs/codec.md).
 STEPS = {
-    "tiny": {"codec-1": 6000, "codec-2": 200, "s2t": 800, "distill": 1200, "lm": 5000},
-    "small": {"codec-1": 12000, "codec-2": 1000, "s2t": 3000, "distill": 4000, "lm": 15000},
+    "tiny": {"codec-1": 6000, "codec-2": 0, "s2t": 800, "distill": 6000, "lm": 5000},
+    "small": {"codec-1": 12000, "codec-2": 0, "s2t": 3000, "distill": 10000, "lm": 15000},
 }
 
 
@@ -61,7 +63,8 @@ PROMOTION = {("stoi",): +1, ("wer_cv", "wer"): -1, ("sim",): +1}
 
 
 def stage_steps(stage: str, cfg: QuickstartConfig) -> int:
-    return max(2, math.ceil(STEPS[cfg.scale][stage] * cfg.steps_scale))
+    steps = STEPS[cfg.scale][stage]
+    return 0 if steps == 0 else max(2, math.ceil(steps * cfg.steps_scale))
 
 
 def stage_overrides(stage: str, cfg: QuickstartConfig) -> list[str]:
@@ -87,11 +90,28 @@ def train_stages(cfg: QuickstartConfig, log=print) -> dict[str, float]:
     """Run (or reuse) the five stages in order; returns seconds spent per stage."""
     seconds = {}
     for stage in STEPS[cfg.scale]:
+        if stage_steps(stage, cfg) == 0:
+            pass_through(stage, cfg, log)
+            continue
         took = train_or_reuse(stage, cfg.scale, stage_overrides(stage, cfg), cfg.runs / stage,
                               log, "quickstart")
         if took is not None:
             seconds[stage] = took
     return seconds
+
+
+def pass_through(stage: str, cfg: QuickstartConfig, log=print) -> None:
+    """A stage given 0 steps exports the model it starts from (its ``init_from``) unchanged."""
+    source = STAGES[stage].upstream["init_from"]
+    model = cfg.runs / stage / "model"
+    if model.is_dir():
+        log(f"[quickstart] {stage}: reusing {model}")
+        return
+    staged = model.with_name("model.part")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(cfg.runs / source / "model", staged)
+    staged.rename(model)
+    log(f"[quickstart] {stage}: 0 steps at {cfg.scale} scale, {source}'s model as it is")
 
 
 def enhance_evalset(model_dir: Path, evalset: Path, out: Path, mode: str = "lm") -> None:
@@ -127,6 +147,19 @@ def promotion_failures(summary: dict, candidate: str, rivals: list[str]) -> list
     return failures
 
 
+def trained_steps(cfg: QuickstartConfig) -> dict[str, int]:
+    """Steps each stage's run was configured for, which for a reused stage may not be this run's
+    STEPS; 0 for a stage that passed its starting model on (no run config)."""
+    import yaml
+
+    steps = {}
+    for stage in STEPS[cfg.scale]:
+        run_config = cfg.runs / stage / "config.yaml"
+        steps[stage] = (yaml.safe_load(run_config.read_text())["train"]["max_steps"]
+                        if run_config.is_file() else 0)
+    return steps
+
+
 def model_card(cfg: QuickstartConfig, table: str, failures: list[str]):
     """The card of a quickstart model: its training material, steps and measured table."""
     import json
@@ -151,7 +184,7 @@ def model_card(cfg: QuickstartConfig, table: str, failures: list[str]):
         trained_on=f"{speech} synthetic TTS speech (espeak-ng, flite, festival voices), generated "
         "noise and simulated rooms; tiny models trained from scratch on a CPU (l3se recipe "
         "quickstart)",
-        steps={s: stage_steps(s, cfg) for s in STEPS[cfg.scale]},
+        steps=trained_steps(cfg),
         measured=table,
         warning=warning,
         domain="synthetic voices and generated noise",

@@ -41,9 +41,17 @@ class CodecRecipeConfig(RecipeConfig):
     # codec-3 only. The codec parts that train (of mixture, encoder, quantizer, decoder; null:
     # all of them); WavLM stays frozen.
     train_parts: list[str] | None = None
-    # Steps at the start that train only the discriminator: codec-2 exports no discriminator,
-    # so codec-3's starts from scratch next to a trained generator.
+    # Steps at the start that train only the discriminator, a fresh one next to a generator
+    # that is already trained (codec-2 from codec-1's model; codec-3, since codec-2 exports no
+    # discriminator).
     generator_warmup: int = 0
+    # An entry of a codebook that none of this many consecutive training frames (all processes)
+    # picked is moved onto a frame of the batch (0: never). At 12.5 Hz a small batch holds fewer
+    # frames than a codebook has entries: without restarts the tiny codec-1 collapsed onto 1-2
+    # entries per codebook within 40 steps. Counted in frames, not steps, so that a stage with
+    # shorter crops does not restart entries that are merely rare: codec-2's 4 x 0.5 s crops with
+    # a 25-step window replaced 70% of every codebook of a trained codec within 200 steps.
+    dead_code_frames: int = 0
     # The extra objectives (null: off).
     asr: ASRLossConfig | None = None
     # The ASR judge when asr.judge is s2t: stage s2t's exported model.
@@ -55,8 +63,7 @@ class CodecRecipeConfig(RecipeConfig):
 
     def objective_fields(self) -> dict[str, object]:
         """The codec-3 options that are set, by config key."""
-        fields = {"train_parts": self.train_parts, "generator_warmup": self.generator_warmup or None,
-                  "asr": self.asr, "ttr": self.ttr, "llm_codec": self.llm_codec}
+        fields = {"train_parts": self.train_parts, "asr": self.asr, "ttr": self.ttr, "llm_codec": self.llm_codec}
         return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -84,7 +91,8 @@ def build_task(stage: str, cfg: CodecRecipeConfig, load: Loader = load_upstream)
     disc = Discriminator(cfg.discriminator, codec.sample_rate) if gan else None
     objectives = build_objectives(stage, cfg, codec, load)
     try:
-        return CodecTask(codec, cfg.loss, disc, objectives, cfg.train_parts, cfg.generator_warmup)
+        return CodecTask(codec, cfg.loss, disc, objectives, cfg.train_parts, cfg.generator_warmup,
+                         cfg.dead_code_frames)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -46,11 +46,6 @@ class WavCodecConfig:
     # Share of a batch trained with a random number of codebooks (DAC's quantizer dropout);
     # 0 because the LM always predicts all 8.
     quantizer_dropout: float = 0.0
-    # While training, an entry no frame has picked for this many steps is moved onto a random
-    # frame of the current batch (0: never). At 12.5 Hz a small batch holds fewer frames than a
-    # codebook has entries, and without restarts the tiny codec collapsed onto 1-2 entries per
-    # codebook within 40 steps.
-    dead_code_steps: int = 0
     # Dropout inside the decoder's ResNet blocks (WavTokenizer uses 0.1).
     dropout: float = 0.1
     # iSTFT window: 4 x the head's hop, as in WavTokenizer.
@@ -139,10 +134,13 @@ class WavCodec(Pretrained, nn.Module):
         )
         self.decoder = AcousticDecoder(cfg, hop=self.ssl.hop)
         self.frame_length = self.ssl.hop * 2**cfg.resample_stages
-        # Steps since each entry was last picked: training state, which checkpoints keep and
-        # exports leave out.
+        # While training, an entry that none of this many consecutive frames picked is moved onto
+        # a frame of the batch (0: never). A training setting, not architecture: CodecTask sets it.
+        self.dead_code_frames = 0
+        # Frames quantized since each entry was last picked: training state, which checkpoints
+        # keep and exports leave out.
         self.register_buffer(
-            "idle_steps", torch.zeros(cfg.n_codebooks, cfg.codebook_size, dtype=torch.long),
+            "idle_frames", torch.zeros(cfg.n_codebooks, cfg.codebook_size, dtype=torch.long),
             persistent=False,
         )
 
@@ -165,7 +163,7 @@ class WavCodec(Pretrained, nn.Module):
                 latent.float().transpose(1, 2)
             )
         # A frozen quantizer (codec-3's train_parts) stays in eval mode and keeps its entries.
-        if self.quantizer.training and self.cfg.dead_code_steps > 0:
+        if self.quantizer.training and self.dead_code_frames > 0:
             self._restart_dead_codes(projected.detach(), codes)
         return z, codes, commitment, codebook
 
@@ -177,11 +175,12 @@ class WavCodec(Pretrained, nn.Module):
         import torch.distributed as dist
 
         distributed = dist.is_available() and dist.is_initialized()
-        self.idle_steps += 1
-        self.idle_steps.scatter_(1, codes.transpose(0, 1).reshape(codes.shape[1], -1), 0)
+        world = dist.get_world_size() if distributed else 1
+        self.idle_frames += codes.shape[0] * codes.shape[2] * world
+        self.idle_frames.scatter_(1, codes.transpose(0, 1).reshape(codes.shape[1], -1), 0)
         if distributed:
-            dist.all_reduce(self.idle_steps, op=dist.ReduceOp.MIN)
-        dead = self.idle_steps > self.cfg.dead_code_steps
+            dist.all_reduce(self.idle_frames, op=dist.ReduceOp.MIN)
+        dead = self.idle_frames > self.dead_code_frames
         if not bool(dead.any()):
             return
         stages = projected.split(self.quantizer.codebook_dim, dim=1)
@@ -195,7 +194,7 @@ class WavCodec(Pretrained, nn.Module):
             if distributed:
                 dist.broadcast(new, src=0)
             vq.codebook.weight[rows] = new
-        self.idle_steps[dead] = 0
+        self.idle_frames[dead] = 0
 
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """wav [B, S] -> codes [B, Q, ceil(S/1280)] (int64)."""

@@ -26,7 +26,9 @@ from l3se.training.task import StepOutput, Task, ValOutput
 class CodecTask(Task):
     """``objectives``: codec-3's extra losses. ``train_parts``: the codec submodules that train
     (default: all but the frozen WavLM). ``generator_warmup``: steps at the start that train only
-    the discriminator (a fresh one, next to a generator that is already trained)."""
+    the discriminator (a fresh one, next to a generator that is already trained).
+    ``dead_code_frames``: restart a codebook entry that this many consecutive frames left unpicked
+    (0: never)."""
 
     def __init__(
         self,
@@ -36,9 +38,11 @@ class CodecTask(Task):
         objectives: Sequence[CodecObjective] = (),
         train_parts: Sequence[str] | None = None,
         generator_warmup: int = 0,
+        dead_code_frames: int = 0,
     ):
         super().__init__()
         self.codec = codec
+        codec.dead_code_frames = dead_code_frames
         self.weights = loss or CodecLossConfig()
         self.mel_loss = MultiScaleMelLoss(
             self.weights.mel_n_mels, self.weights.mel_windows, codec.sample_rate

@@ -151,6 +151,23 @@ def test_distortions_deterministic(corpus):
     assert not np.allclose(a.noisy, a.speech + a.noise)  # the distortion did something
 
 
+def test_microphone_colouring_reshapes_the_input_spectrum_only(corpus):
+    cfg = MixConfig(p_reverb=0.0)
+    cfg.distortions.p_colour = 1.0
+    mixer = Mixer(cfg, load_source(corpus / "noise"))
+    clean = speech_like(np.random.default_rng(0), 2.0)
+    a = mixer(clean, np.random.default_rng(5))
+    assert np.array_equal(a.noisy, mixer(clean, np.random.default_rng(5)).noisy)
+    # Band levels move by decibels, not by a single gain: the EQ and the low cut.
+    def bands(x):
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        edges = np.linspace(0, len(spec), 9).astype(int)
+        return 10 * np.log10([spec[lo:hi].sum() for lo, hi in zip(edges[:-1], edges[1:])])
+    change = bands(a.noisy) - bands(a.speech + a.noise)
+    assert change.max() - change.min() > 2.0, change
+    assert len(a.noisy) == len(a.target) and not np.array_equal(a.target, a.noisy)
+
+
 def test_missing_banks_are_config_errors():
     with pytest.raises(ValueError, match="no noise files"):
         Mixer(MixConfig(p_reverb=0.0))

@@ -96,16 +96,19 @@ def test_paper_config_builds_without_download():
 
 def test_dead_entries_restart_onto_frames_of_the_batch():
     torch.manual_seed(0)
-    codec = WavCodec(tiny_codec_config(dead_code_steps=3)).train()
+    codec = WavCodec(tiny_codec_config()).train()
     wav = torch.randn(2, 6400)
     latent = codec.encode_latent(wav)
+    frames_per_call = latent.shape[0] * latent.shape[1]  # 2 x 5 frames
+    # Idle for 3 calls' frames is allowed, one frame more is not.
+    codec.dead_code_frames = 3 * frames_per_call
     before = [vq.codebook.weight.detach().clone() for vq in codec.quantizer.quantizers]
     for _ in range(3):
         codes = codec.quantize(latent)[1]
-    # Three idle steps are allowed: nothing has moved yet.
     for vq, w in zip(codec.quantizer.quantizers, before):
         assert torch.equal(vq.codebook.weight, w)
     used = [set(codes[:, q].flatten().tolist()) for q in range(codes.shape[1])]
+    assert all(len(u) < codec.cfg.codebook_size for u in used)
     codes = codec.quantize(latent)[1]
     projected = codec.quantizer(latent.transpose(1, 2))[2]
     frames = projected.split(codec.quantizer.codebook_dim, dim=1)[0]
@@ -117,13 +120,28 @@ def test_dead_entries_restart_onto_frames_of_the_batch():
         else:
             # Moved onto one of this batch's first-stage inputs.
             assert torch.isclose(w[k][None], frames, atol=1e-5).all(-1).any(), k
-    assert not codec.idle_steps.any()
+    assert not codec.idle_frames.any()
     # Not while evaluating, and never saved.
     codec.eval()
     frozen = w.detach().clone()
     codec.quantize(torch.randn_like(latent))
     assert torch.equal(codec.quantizer.quantizers[0].codebook.weight, frozen)
-    assert "idle_steps" not in codec.state_dict()
+    assert "idle_frames" not in codec.state_dict()
+
+
+def test_the_restart_window_counts_frames_not_steps():
+    # Shorter crops must not restart entries sooner: the window is the same 40 frames whether
+    # it takes 5 calls of 2 x 5 frames or 3 calls of 2 x 10.
+    for samples, calls in ((6400, 5), (12800, 3)):
+        torch.manual_seed(0)
+        codec = WavCodec(tiny_codec_config()).train()
+        codec.dead_code_frames = 40
+        latent = codec.encode_latent(torch.randn(2, samples))
+        before = codec.quantizer.quantizers[0].codebook.weight.detach().clone()
+        for call in range(1, calls + 1):
+            codec.quantize(latent)
+            moved = not torch.equal(codec.quantizer.quantizers[0].codebook.weight, before)
+            assert moved == (call == calls), (samples, call)
 
 
 @pytest.mark.parametrize("design", [

@@ -17,7 +17,7 @@ from l3se.cli import main
 from l3se.models.s2t import WavS2T
 from recipes.codec3_ablation import judge_cer
 from recipes.quickstart import STEPS, promotion_failures
-from recipes.stages import PIPELINE
+from recipes.stages import PIPELINE, STAGES
 
 SMOKE_STARTER = [
     "speech_hours=0.03", "train_speakers=3", "test_speakers=2", "test_fraction=0.3",
@@ -39,9 +39,13 @@ def test_smoke_run_trains_every_stage_enhances_and_reports(tmp_path, capsys, mon
     assert quickstart(tmp_path) == 0
     out = capsys.readouterr().out
     runs = tmp_path / "runs"
-    for stage in STEPS["tiny"]:
+    for stage, steps in STEPS["tiny"].items():
         assert (runs / stage / "model").is_dir(), stage
-        assert f"[quickstart] {stage}: done" in out
+        assert (f"[quickstart] {stage}: done" in out) == (steps > 0), stage
+    # codec-2 has 0 steps at tiny scale: its model is codec-1's, file for file.
+    assert "[quickstart] codec-2: 0 steps at tiny scale, codec-1's model as it is" in out
+    for f in (runs / "codec-1" / "model").iterdir():
+        assert (runs / "codec-2" / "model" / f.name).read_bytes() == f.read_bytes()
     evalset = tmp_path / "data" / "evalset"
     noisy = sorted(p.relative_to(evalset) for p in evalset.glob("*/noisy/*.wav"))
     assert noisy and sorted(p.relative_to(runs / "enhanced") for p in
@@ -53,7 +57,7 @@ def test_smoke_run_trains_every_stage_enhances_and_reports(tmp_path, capsys, mon
         assert re.search(rf"^{system}\s+-?\d", table, re.M), table
     assert (runs / "report").is_dir()
     card = read_card(runs / "lm" / "model")
-    assert card.steps == {s: max(2, math.ceil(n * 0.001)) for s, n in STEPS["tiny"].items()}
+    assert card.steps == {s: n and max(2, math.ceil(n * 0.001)) for s, n in STEPS["tiny"].items()}
     assert "| enhanced |" in card.measured
     # STOI, WER and speaker similarity were not measured: the card must not look clean.
     assert "STOI: not measured" in card.warning
@@ -160,6 +164,22 @@ def test_judge_cer_scores_each_rows_own_files(tmp_path, monkeypatch):
 
 def test_the_quickstart_trains_the_pipeline_in_order():
     assert list(STEPS["tiny"]) == list(STEPS["small"]) == PIPELINE == ["codec-1", "codec-2", "s2t", "distill", "lm"]
+
+
+def test_only_a_stage_that_starts_from_a_model_can_be_given_0_steps():
+    # 0 steps copies the stage's init_from model; a stage without one would have no model.
+    zero = {s for steps in STEPS.values() for s, n in steps.items() if n == 0}
+    assert zero == {"codec-2"}
+    assert all("init_from" in STAGES[s].upstream for s in zero)
+
+
+def test_the_card_counts_the_steps_each_reused_stage_was_trained_for(tmp_path):
+    cfg = quickstart_recipe.QuickstartConfig(runs=tmp_path)
+    for stage, steps in (("codec-1", 16000), ("s2t", 800), ("distill", 10000), ("lm", 5000)):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "config.yaml").write_text(f"train:\n  max_steps: {steps}\n")
+    assert quickstart_recipe.trained_steps(cfg) == {
+        "codec-1": 16000, "codec-2": 0, "s2t": 800, "distill": 10000, "lm": 5000}
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

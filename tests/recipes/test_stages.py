@@ -137,8 +137,9 @@ def test_check_from_the_command_line():
 
 @pytest.mark.parametrize(("stage", "overrides", "error"), [
     ("codec-2", ["asr.weight=1.0"], "asr: codec-3 options (this is codec-2)"),
-    ("codec-1", ["train_parts=[decoder]", "generator_warmup=5"],
-     "train_parts, generator_warmup: codec-3 options (this is codec-1)"),
+    ("codec-1", ["train_parts=[decoder]", "asr.weight=1.0"],
+     "train_parts, asr: codec-3 options (this is codec-1)"),
+    ("codec-1", ["generator_warmup=5"], "generator_warmup trains the discriminator alone"),
     ("codec-2", ["discriminator=null"], "codec-2 is the stage that trains it"),
     ("codec-3", ["asr.judge=s2t", "judge_from=null"], "asr.judge s2t: set judge_from"),
     ("codec-3", ["ttr.weight=1.0"], "ttr: set summarizer_from"),

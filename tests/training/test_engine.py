@@ -372,16 +372,16 @@ def test_checkpoints_hold_what_trains_and_check_the_frozen_parts(tmp_path):
 
 
 def test_resume_restores_codebook_restart_counters(tmp_path):
-    # Exports leave the counters out; a resumed run must not count idle steps from 0 again.
+    # Exports leave the counters out; a resumed run must not count idle frames from 0 again.
     def task() -> CodecTask:
-        return CodecTask(WavCodec(tiny_codec_config(dead_code_steps=2)))
+        return CodecTask(WavCodec(tiny_codec_config()), dead_code_frames=2)
 
     full = trainer_for(task, tmp_path / "full", max_steps=4)
     full.fit()
     trainer_for(task, tmp_path / "run", max_steps=4).fit(stop_at=2)
     resumed = trainer_for(task, tmp_path / "run", max_steps=4)
     resumed.fit()
-    assert torch.equal(full.task.codec.idle_steps, resumed.task.codec.idle_steps)
+    assert torch.equal(full.task.codec.idle_frames, resumed.task.codec.idle_frames)
     a, b = params(full), params(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), k

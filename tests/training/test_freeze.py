@@ -24,11 +24,12 @@ def test_a_frozen_module_stays_in_eval_mode_and_out_of_the_optimizer():
 
 
 def test_frozen_codec_parts_keep_their_codebooks_and_resume(tmp_path):
-    # codec-3 with train_parts [decoder] and a restart after 1 idle step: the frozen quantizer
+    # codec-3 with train_parts [decoder] and a restart after 1 idle frame: the frozen quantizer
     # must keep every entry (its fingerprint is what resume checks).
     def task():
         seed_everything(0)
-        return CodecTask(WavCodec(tiny_codec_config(dead_code_steps=1)), train_parts=["decoder"])
+        return CodecTask(WavCodec(tiny_codec_config()), train_parts=["decoder"],
+                         dead_code_frames=1)
 
     first = task()
     codebooks = {k: v.clone() for k, v in first.codec.quantizer.state_dict().items()}
