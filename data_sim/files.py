@@ -1,11 +1,12 @@
-"""Atomic file writes, so an interrupted job never leaves a half-written output behind.
+"""Atomic file and folder writes, so an interrupted job never leaves a half-written output behind.
 
-A temporary file in the target's folder is renamed into place only when writing succeeded.
+A temporary file or folder beside the target is renamed into place only when writing succeeded.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,3 +38,20 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write bytes, or text as UTF-8, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``path``; it replaces ``path`` (and whatever was there) when
+    the block succeeds and is removed when it raises."""
+    path = Path(path)
+    staged = path.with_name(f".{path.name}.part")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    try:
+        yield staged
+        shutil.rmtree(path, ignore_errors=True)
+        staged.rename(path)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise

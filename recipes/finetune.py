@@ -26,6 +26,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_sim.files import atomic_dir
 from l3se.enhancer import DEFAULT_MODEL_DIR
 
 # Stages that can be fine-tuned, in the order they run.
@@ -137,14 +138,11 @@ def assemble(cfg: FinetuneConfig, speech_manifest: Path) -> Path:
         sources["lm"] = cfg.out / "lm" / "model" / "lm"
         settings = cfg.out / "lm" / "model" / CONFIG_FILE
     model = cfg.out / "model"
-    staged = cfg.out / ".model.part"
-    shutil.rmtree(staged, ignore_errors=True)
-    for part, source in sources.items():
-        shutil.copytree(source, staged / part)
-    shutil.copy2(settings, staged / CONFIG_FILE)
-    write_card(finetuned_card(cfg, read_jsonl(speech_manifest)), staged)
-    shutil.rmtree(model, ignore_errors=True)
-    staged.rename(model)
+    with atomic_dir(model) as staged:
+        for part, source in sources.items():
+            shutil.copytree(source, staged / part)
+        shutil.copy2(settings, staged / CONFIG_FILE)
+        write_card(finetuned_card(cfg, read_jsonl(speech_manifest)), staged)
     return model
 
 

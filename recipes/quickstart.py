@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_sim.files import atomic_dir
 from recipes.resynthesis import resynthesize
 from recipes.stages import STAGES, resolve_config, schedule_overrides, train_or_reuse
 
@@ -107,10 +108,8 @@ def pass_through(stage: str, cfg: QuickstartConfig, log=print) -> None:
     if model.is_dir():
         log(f"[quickstart] {stage}: reusing {model}")
         return
-    staged = model.with_name("model.part")
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(cfg.runs / source / "model", staged)
-    staged.rename(model)
+    with atomic_dir(model) as staged:
+        shutil.copytree(cfg.runs / source / "model", staged, dirs_exist_ok=True)
     log(f"[quickstart] {stage}: 0 steps at {cfg.scale} scale, {source}'s model as it is")
 
 
@@ -262,11 +261,8 @@ def run(cfg: QuickstartConfig, log=print) -> dict:
         failures = promotion_failures(summary, "enhanced", ["noisy", "default"])
         if not failures:
             # Copied beside it first, so an interrupted copy never leaves a broken default.
-            staged = DEFAULT_MODEL_DIR.with_name(".default.part")
-            shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(model, staged)
-            shutil.rmtree(DEFAULT_MODEL_DIR, ignore_errors=True)
-            staged.rename(DEFAULT_MODEL_DIR)
+            with atomic_dir(DEFAULT_MODEL_DIR) as staged:
+                shutil.copytree(model, staged, dirs_exist_ok=True)
             log(f"[quickstart] default model updated: {DEFAULT_MODEL_DIR}")
         else:
             log("[quickstart] default model left as it was: " + "; ".join(failures))

@@ -5,7 +5,7 @@ import stat
 import pytest
 
 import data_sim.files as files
-from data_sim.files import atomic_path, atomic_write
+from data_sim.files import atomic_dir, atomic_path, atomic_write
 
 
 def test_written_file_gets_the_umask_mode_not_mkstemps_owner_only(tmp_path):
@@ -35,3 +35,17 @@ def test_bytes_and_text(tmp_path):
     atomic_write(tmp_path / "t", "é")
     assert (tmp_path / "b").read_bytes() == b"\x00\x01"
     assert (tmp_path / "t").read_bytes() == "é".encode()
+
+
+def test_a_folder_replaces_the_old_one_only_when_complete(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "model") as staged:
+        (staged / "new.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["old.txt"]
+    with atomic_dir(tmp_path / "model") as staged:
+        (staged / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["new.txt"]
