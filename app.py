@@ -270,10 +270,10 @@ def build_app(
                 card_line, card_text = cache.card("")
                 card = gr.Markdown(card_line, elem_id="model-card")
                 with gr.Accordion("Decoding", open=False):
-                    strategy = gr.Radio(["greedy", "sample"], value=decode.strategy,
+                    strategy = gr.Radio(["greedy", "sample", "mbr"], value=decode.strategy,
                                         label="Strategy")
                     temperature = gr.Slider(0.1, 2.0, value=decode.temperature, step=0.05,
-                                            label="Temperature (sampling only)")
+                                            label="Temperature (sample and mbr)")
                     top_p = gr.Slider(0.05, 1.0, value=decode.top_p, step=0.05,
                                       label="Top-p (sampling only)")
                     seed = gr.Number(value=decode.seed, precision=0, label="Seed (sampling only)")

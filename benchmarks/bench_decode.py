@@ -94,11 +94,11 @@ def full_head_generate(lm: SpeechLM, prefix: torch.Tensor, lengths: torch.Tensor
     tokens, weight, pick = lm.tokens, lm.llm.lm_head.weight, decoding.pick
     calls = itertools.count()
 
-    def pick_in_codebook(logits, cfg, noise):
+    def pick_in_codebook(logits, cfg, noise, entries):
         start, stop = tokens.legal_range(next(calls))
         masked = torch.full_like(logits, float("-inf"))
         masked[:, start:stop] = logits[:, start:stop]
-        return pick(masked, cfg, noise) - start
+        return pick(masked, cfg, noise, entries) - start
 
     with mock.patch.object(lm, "codebook_head", lambda: weight.expand(tokens.n_codebooks, -1, -1)), \
             mock.patch.object(decoding, "pick", pick_in_codebook):

@@ -41,7 +41,12 @@ CUDA_GRAPHS_ENV = "L3SE_CUDA_GRAPHS"
 
 @dataclass
 class DecodeConfig:
-    strategy: Literal["greedy", "sample"] = "greedy"
+    # "mbr" (minimum Bayes risk): the entry whose vector is nearest to the expectation of the
+    # codebook's vectors under the LM's distribution (at ``temperature``), so that an uncertain
+    # LM picks an entry near what its candidates have in common instead of one of them. A small
+    # LM's argmax decodes below the codec's own quantization of the NI-Encoder output; see
+    # docs/training.md for the measurements.
+    strategy: Literal["greedy", "sample", "mbr"] = "greedy"
     temperature: float = 1.0
     # 0: no top-k filtering.
     top_k: int = 0
@@ -55,7 +60,8 @@ class DecodeConfig:
     def __post_init__(self):
         # Every way in (model directory, command line, app, code) is checked here, once.
         problems = [
-            (self.strategy in ("greedy", "sample"), "strategy", "'greedy' or 'sample'"),
+            (self.strategy in ("greedy", "sample", "mbr"), "strategy",
+             "'greedy', 'sample' or 'mbr'"),
             (self.temperature > 0, "temperature", "above 0"),
             (self.top_k >= 0, "top_k", "0 (no filtering) or more"),
             (0 < self.top_p <= 1, "top_p", "in (0, 1] (1: no filtering)"),
@@ -115,13 +121,22 @@ def sampling_noise(
     return gumbel_noise(generators, token_counts, steps, entries, device)
 
 
-def pick(logits: torch.Tensor, cfg: DecodeConfig, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """logits [B, K] -> chosen entries [B]: greedy, or a temperature / top-k / top-p sample by
+def pick(
+    logits: torch.Tensor, cfg: DecodeConfig, noise: torch.Tensor | None = None,
+    entries: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """logits [B, K] -> chosen entries [B]: greedy; a temperature / top-k / top-p sample by
     Gumbel-max, argmax(filtered logits / temperature + noise), with ``noise`` [B, K] standard
     Gumbel draws (``gumbel_noise``): a sample of softmax(filtered logits / temperature), every
-    row in one launch."""
+    row in one launch; or "mbr", the entry of ``entries`` [K, D] (the codebook's vectors) nearest
+    to their mean under softmax(logits / temperature)."""
     if cfg.strategy == "greedy":
         return logits.argmax(-1)
+    if cfg.strategy == "mbr":
+        if entries is None:
+            raise ValueError("mbr decoding needs the codebook's vectors")
+        mean = (logits.float() / cfg.temperature).softmax(-1) @ entries  # [B, D]
+        return ((entries * entries).sum(-1) - 2 * mean @ entries.T).argmin(-1)
     if noise is None:
         raise ValueError("sampling needs its Gumbel noise")
     logits = logits.float() / cfg.temperature
@@ -141,6 +156,7 @@ def pick(logits: torch.Tensor, cfg: DecodeConfig, noise: torch.Tensor | None = N
 def generate(
     lm: SpeechLM, prefix: torch.Tensor, frame_lengths: torch.Tensor, cfg: DecodeConfig,
     seeds: Sequence[int] | None = None, engine: DecodeEngine | None = None,
+    entries: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """prefix [B, T12, H] (right-padded), frame_lengths [B] -> codes [B, Q, T12].
 
@@ -151,7 +167,8 @@ def generate(
     alone: prefixes are left-padded, the padding is masked and position ids count from each
     item's first real frame. Sampling draws item b from its own generator seeded with
     ``seeds[b]`` (default: ``cfg.seed`` for every item; neither: torch's global generator), so an
-    item's codes do not depend on what it is batched with.
+    item's codes do not depend on what it is batched with. "mbr" needs ``entries`` [Q, K, D],
+    the codec's codebook vectors (``WavCodec.entry_vectors``).
     """
     from transformers import DynamicCache
 
@@ -181,7 +198,8 @@ def generate(
     with (engine or DecodeEngine()).step(lm, prefill, mask, positions, x) as step:
         for i in range(n):
             c = i % q
-            entry = pick(hidden @ heads[c].T, cfg, None if noise is None else noise[:, i])
+            entry = pick(hidden @ heads[c].T, cfg, None if noise is None else noise[:, i],
+                         None if entries is None else entries[c])
             out[:, i] = entry
             if i < n - 1:
                 token = lm.frame_inputs(lm.embed((entry + offsets[c])[:, None]), prefix, i + 1)

@@ -140,8 +140,10 @@ def diagnose(model_dir, evalset, n: int = 8) -> dict:
     feats = ni(noisy)
     direct_codes = codec.quantize(feats.acoustic)[1]
     prefix = lm.prefix(feats.acoustic, feats.semantic)
-    lm_codes = generate(lm, prefix, feats.frame_lengths, decode)
-    zero_codes = generate(lm, torch.zeros_like(prefix), feats.frame_lengths, decode)
+    entries = codec.entry_vectors()
+    lm_codes = generate(lm, prefix, feats.frame_lengths, decode, entries=entries)
+    zero_codes = generate(lm, torch.zeros_like(prefix), feats.frame_lengths, decode,
+                          entries=entries)
     forced = lm(prefix, feats.frame_lengths, clean_codes).logits.argmax(-1).transpose(1, 2)
     return {
         "utterances": ids,

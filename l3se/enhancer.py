@@ -412,7 +412,7 @@ class Enhancer:
         prefix = torch.cat([F.pad(p, (0, 0, 0, longest - p.shape[1])) for p in prefixes])
         frame_lengths = torch.cat([f.frame_lengths for f in feats])
         codes = decoding.generate(self.lm, prefix, frame_lengths, decode, seeds,
-                                  engine=self.decoding)
+                                  engine=self.decoding, entries=self.codec.entry_vectors())
         groups = codes.split([len(p) for p in prefixes])
         return [c[..., : p.shape[1]] for c, p in zip(groups, prefixes)]
 

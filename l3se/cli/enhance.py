@@ -39,9 +39,11 @@ def register(subparsers) -> None:
                    help="lm: the language model generates the codec tokens; direct: the codec "
                    "quantizes and decodes the NI-Encoder's acoustic output, no LM (a diagnostic: "
                    "it shows whether a failure lies in the LM). Default: the model's")
-    p.add_argument("--strategy", choices=("greedy", "sample"),
-                   help="token decoding (default: the model's)")
-    p.add_argument("--temperature", type=float, help="sampling temperature")
+    p.add_argument("--strategy", choices=("greedy", "sample", "mbr"),
+                   help="token decoding: greedy, sample, or mbr (the codebook entry nearest to "
+                   "the expectation of the entries under the LM's distribution). Default: the "
+                   "model's")
+    p.add_argument("--temperature", type=float, help="temperature of sampling and of mbr")
     p.add_argument("--top-k", type=int, help="sample from the k most likely entries (0: all)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass (1: all)")
     p.add_argument("--seed", type=int, help="sampling seed")

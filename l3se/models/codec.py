@@ -200,6 +200,15 @@ class WavCodec(Pretrained, nn.Module):
         """wav [B, S] -> codes [B, Q, ceil(S/1280)] (int64)."""
         return self.quantize(self.encode_latent(wav, lengths))[1]
 
+    @torch.no_grad()
+    def entry_vectors(self) -> torch.Tensor:
+        """[Q, K, D] float32: what each codebook entry adds to the latent that ``decode`` turns
+        into sound (the latent is the sum of one entry's vector per codebook)."""
+        quantizers = self.quantizer.quantizers
+        with torch.autocast(quantizers[0].codebook.weight.device.type, enabled=False):
+            return torch.stack([vq.out_proj(vq.codebook.weight.T[None])[0].T.float()
+                                for vq in quantizers])
+
     def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """codes [B, Q, T12] -> wav [B, T12 * 1280], or [B, length] when given."""
         with torch.autocast(codes.device.type, enabled=False):

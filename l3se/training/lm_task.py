@@ -54,7 +54,8 @@ class LMTask(Task):
         # One decode per validation batch (with the exported decoding settings) keeps validation
         # cheap at paper scale.
         n = int(frame_lengths[0])
-        codes = generate(self.lm, prefix[:1, :n], frame_lengths[:1], self.enhancer.decode)
+        codes = generate(self.lm, prefix[:1, :n], frame_lengths[:1], self.enhancer.decode,
+                         entries=self.codec.entry_vectors())
         length = int(batch["lengths"][0])
         audio = {
             "noisy": batch["noisy"][:1, :length],

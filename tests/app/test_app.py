@@ -186,7 +186,7 @@ def test_decode_config_validation():
     cfg = app.decode_config("sample", 0.7, 0.9, 3)
     assert (cfg.strategy, cfg.temperature, cfg.top_p, cfg.seed) == ("sample", 0.7, 0.9, 3)
     assert app.decode_config("greedy", 1.0, 1.0, None).seed is None
-    for bad, message in [(("beam", 1.0, 1.0, 0), "strategy must be 'greedy' or 'sample'"),
+    for bad, message in [(("beam", 1.0, 1.0, 0), "strategy must be 'greedy', 'sample' or 'mbr'"),
                          (("sample", 0.0, 1.0, 0), "temperature must be above 0"),
                          (("sample", 1.0, 0.0, 0), "top_p must be in (0, 1]")]:
         with pytest.raises(gr.Error) as excinfo:
@@ -252,7 +252,7 @@ def test_decoding_controls_start_from_the_models_settings(tmp_path):
     def strategy_and_temperature(model: Path):
         demo = app.build_app(model, loader=StandIn, output_dir=tmp_path / "o")
         values = {b.label: b.value for b in demo.blocks.values() if hasattr(b, "value")}
-        return values["Strategy"], values["Temperature (sampling only)"]
+        return values["Strategy"], values["Temperature (sample and mbr)"]
 
     assert strategy_and_temperature(fake_model_dir(tmp_path / "plain")) == ("greedy", 1.0)
     sampled = fake_model_dir(tmp_path / "sampled")

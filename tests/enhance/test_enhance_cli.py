@@ -342,10 +342,13 @@ def test_decoding_options_reach_generate(tree, model_dir, tmp_path, monkeypatch)
     outs = {}
     for name, flags in {"greedy": [], "sampled": ["--strategy", "sample", "--temperature", "1.5",
                                                   "--top-k", "20", "--top-p", "0.9",
-                                                  "--seed", "3"]}.items():
+                                                  "--seed", "3"],
+                        "mbr": ["--strategy", "mbr", "--temperature", "2"]}.items():
         outs[name] = tmp_path / f"{name}.wav"
         assert main(["enhance", str(tree / "a.wav"), str(outs[name]), "--model", str(model_dir),
                      "--no-progress", *flags]) == 0
-    assert used == [DecodeConfig(), DecodeConfig("sample", 1.5, 20, 0.9, 3)]
-    greedy, sampled = (sf.read(outs[n], dtype="float32")[0] for n in ("greedy", "sampled"))
-    assert np.abs(greedy - sampled).max() > 1e-3
+    assert used == [DecodeConfig(), DecodeConfig("sample", 1.5, 20, 0.9, 3),
+                    DecodeConfig("mbr", 2.0)]
+    greedy, sampled, mbr = (sf.read(outs[n], dtype="float32")[0]
+                            for n in ("greedy", "sampled", "mbr"))
+    assert np.abs(greedy - sampled).max() > 1e-3 and np.abs(greedy - mbr).max() > 1e-3

@@ -116,7 +116,7 @@ def test_gumbel_noise_of_an_item_ignores_its_batch():
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("strategy", "beam", "strategy must be 'greedy' or 'sample', got 'beam'"),
+    ("strategy", "beam", "strategy must be 'greedy', 'sample' or 'mbr', got 'beam'"),
     ("temperature", 0.0, "temperature must be above 0, got 0.0"),
     ("top_k", -1, "top_k must be 0 (no filtering) or more, got -1"),
     ("top_p", 0.0, "top_p must be in (0, 1] (1: no filtering), got 0.0"),
@@ -196,3 +196,44 @@ def test_sampled_items_do_not_depend_on_their_batch():
     assert not torch.equal(other, batched[:1])
     with pytest.raises(ValueError, match="2 seeds for a batch of 3"):
         generate(lm, prefix, lengths, cfg, [1, 2])
+
+
+def test_mbr_picks_the_entry_nearest_the_expected_vector_not_the_likeliest():
+    entries = torch.tensor([[-1.0, 0.0], [0.1, 0.0], [1.0, 0.0]])
+    # Two far-apart entries share the mass: the likeliest is one of them, the expectation lies
+    # between them, nearest the middle entry.
+    logits = torch.tensor([[0.46, 0.08, 0.46]]).log()
+    logits[0, 0] += 1e-3
+    mbr = DecodeConfig(strategy="mbr")
+    assert pick(logits, DecodeConfig()).item() == 0
+    assert pick(logits, mbr, entries=entries).item() == 1
+    # A peaked distribution, or a low temperature, gives the likeliest entry.
+    assert pick(torch.tensor([[5.0, 0.0, 0.0]]), mbr, entries=entries).item() == 0
+    assert pick(logits, DecodeConfig(strategy="mbr", temperature=1e-4), entries=entries).item() == 0
+    with pytest.raises(ValueError, match="codebook's vectors"):
+        pick(logits, mbr)
+
+
+def test_mbr_decoding_picks_each_token_from_the_distribution_it_was_decoded_with():
+    torch.manual_seed(0)
+    codec = WavCodec(tiny_codec_config()).eval()
+    q, k = codec.cfg.n_codebooks, codec.cfg.codebook_size
+    lm = tiny_lm("acoustic", n_codebooks=q, codebook_size=k).eval()
+    prefix, lengths = lm.prefix(torch.randn(2, 5, 12)), torch.tensor([5, 3])
+    entries = codec.entry_vectors()
+    assert entries.shape == (q, k, codec.cfg.dim)
+    # Each entry's vector is what decoding adds for it: one code per codebook sums to the latent.
+    codes = torch.randint(k, (1, q, 1))
+    latent = codec.quantizer.from_codes(codes)[0][0, :, 0]
+    assert torch.allclose(entries[torch.arange(q), codes[0, :, 0]].sum(0), latent, atol=1e-5)
+
+    cfg = DecodeConfig(strategy="mbr", temperature=2.0)
+    codes = generate(lm, prefix, lengths, cfg, entries=entries)
+    assert codes.shape == (2, q, 5) and not codes[1, :, 3:].any()
+    # Teacher forcing on the decoded codes gives back the distributions they were picked from.
+    logits = lm(prefix[:1], lengths[:1], codes[:1]).logits[0]  # [T, Q, K]
+    redone = torch.stack([pick(logits[:, c], cfg, entries=entries[c]) for c in range(q)])
+    assert torch.equal(redone, codes[0])
+    assert not torch.equal(codes[0], logits.argmax(-1).T)  # not greedy decoding by another name
+    with pytest.raises(ValueError, match="codebook's vectors"):
+        generate(lm, prefix, lengths, cfg)

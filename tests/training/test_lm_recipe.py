@@ -72,7 +72,7 @@ def test_configs_load(name):
         assert cfg.enhancer.chunk_seconds is None  # chunks of the training length
     else:
         assert cfg.lm.llm.pretrained is None and cfg.ni_encoder == "runs/distill-tiny/model"
-        assert cfg.enhancer.decode.strategy == "greedy"
+        assert cfg.enhancer.decode.strategy == "mbr"
         # The laptop-scale aids for an LM trained from scratch; the paper's LM has neither.
         assert cfg.lm.frame_inputs and cfg.lm.history_noise == 0.5
     if name.startswith("paper"):
@@ -93,7 +93,7 @@ def test_train_export_and_resume(corpus, parts, tmp_path):
     # The config's inference settings travel with the model, and so does the training length
     # (the tiny config keeps its chunks at 20 s).
     saved = load_config(EnhancerConfig, model / CONFIG_FILE)
-    assert saved.decode.strategy == "greedy"
+    assert saved.decode.strategy == "mbr"
     assert (saved.trained_seconds, saved.chunk_seconds) == (1.0, 20.0)
     lm = SpeechLM.from_pretrained(model / "lm")
     assert lm.cfg.acoustic_dim == 32 and lm.cfg.semantic_dim == 24  # filled from the encoder
