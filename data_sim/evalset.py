@@ -120,6 +120,24 @@ def build_evalset(
     return rows
 
 
+def evalset_view(evalset: str | Path, out: str | Path, speakers: set[str]) -> Path:
+    """``out``: an eval set of ``evalset``'s utterances by ``speakers`` alone, its manifest
+    filtered and its subset folders links to ``evalset``'s, so that outputs keep matching by
+    relative path; a ValueError when none is left."""
+    evalset, out = Path(evalset), Path(out)
+    rows = [json.loads(line) for line in (evalset / "evalset.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if str(r.get("speaker")) in speakers]
+    if not kept:
+        raise ValueError(f"no utterance of {evalset} is by speakers {sorted(speakers)}")
+    out.mkdir(parents=True, exist_ok=True)
+    for subset in sorted({r["subset"] for r in kept}):
+        link = out / subset
+        link.unlink(missing_ok=True)
+        link.symlink_to((evalset / subset).resolve(), target_is_directory=True)
+    atomic_write(out / "evalset.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    return out
+
+
 def build_evalset_from_config(out: str | Path, cfg: EvalSetConfig) -> list[dict]:
     """``build_evalset`` on the sources that ``cfg`` names."""
     rirs = load_rirs(cfg.rir, cfg.mix.p_reverb)

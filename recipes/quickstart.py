@@ -13,6 +13,7 @@ last checkpoint, so running the command again continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -54,6 +55,10 @@ class QuickstartConfig:
     # Copy the model to the bundled default when it is no worse than the noisy input and the
     # current default on every PROMOTION metric in every subset.
     promote: bool = False
+    # A TTS engine of the starter corpus (espeak-ng, flite, festival) whose voices no stage trains
+    # on; the eval table is then given for its voices and for the others' apart, so that
+    # generalisation to unheard voices is measured. None: every voice trains.
+    hold_out: str | None = None
 
 
 # metric columns -> +1 when higher is better, -1 when lower is; the first column measured counts.
@@ -71,9 +76,10 @@ def stage_steps(stage: str, cfg: QuickstartConfig) -> int:
 def stage_overrides(stage: str, cfg: QuickstartConfig) -> list[str]:
     """``key=value`` overrides that point a stage's config at the quickstart's data and runs."""
     starter = cfg.data / "starter"
+    train = f"train_without_{cfg.hold_out}" if cfg.hold_out else "train"
     out = [
         *schedule_overrides(stage_steps(stage, cfg)),
-        f"data.speech={starter}/speech/train.jsonl",
+        f"data.speech={starter}/speech/{train}.jsonl",
         f"valid.speech={starter}/speech/test.jsonl",
     ]
     if stage in ("distill", "lm"):
@@ -111,6 +117,26 @@ def pass_through(stage: str, cfg: QuickstartConfig, log=print) -> None:
     with atomic_dir(model) as staged:
         shutil.copytree(cfg.runs / source / "model", staged, dirs_exist_ok=True)
     log(f"[quickstart] {stage}: 0 steps at {cfg.scale} scale, {source}'s model as it is")
+
+
+def held_out_views(cfg: QuickstartConfig, evalset: Path) -> list[tuple[str, Path, Path]]:
+    """Write the training speech without ``cfg.hold_out``'s voices, and the eval set's views of
+    its voices and of the others': [(title, eval set, report folder)], the held-out one first."""
+    from data_sim.evalset import evalset_view
+    from data_sim.starter.corpus import engine_speakers, train_without_engine
+
+    speech = cfg.data / "starter" / "speech"
+    engine = cfg.hold_out
+    train_without_engine(speech, engine)
+    held_out = engine_speakers(speech, engine)
+    voices = {str(r["speaker"]) for r in map(json.loads, (evalset / "evalset.jsonl").open())}
+    return [
+        (f"{engine}'s voices, held out from training",
+         evalset_view(evalset, cfg.runs / f"evalset-{engine}", held_out),
+         cfg.runs / f"report-{engine}"),
+        ("the other voices", evalset_view(evalset, cfg.runs / "evalset-others", voices - held_out),
+         cfg.runs / "report-others"),
+    ]
 
 
 def enhance_evalset(model_dir: Path, evalset: Path, out: Path, mode: str = "lm") -> None:
@@ -161,8 +187,6 @@ def trained_steps(cfg: QuickstartConfig) -> dict[str, int]:
 
 def model_card(cfg: QuickstartConfig, table: str, failures: list[str]):
     """The card of a quickstart model: its training material, steps and measured table."""
-    import json
-
     from l3se.card import ModelCard
 
     corpus = json.loads((cfg.data / "starter" / "starter.json").read_text())
@@ -178,11 +202,14 @@ def model_card(cfg: QuickstartConfig, table: str, failures: list[str]):
         headline = "not measured against the noisy input"
     else:
         headline = "may degrade real recordings"
+    voices = ", ".join(e for e in corpus.get("engines", []) if e != cfg.hold_out)
+    if cfg.hold_out:
+        voices += f"; {cfg.hold_out}'s held out"
+        table = f"On {cfg.hold_out}'s voices, which it never heard:\n\n{table}"
     return ModelCard(
         name=f"l3se {cfg.scale} quickstart",
-        trained_on=f"{speech} synthetic TTS speech (espeak-ng, flite, festival voices), generated "
-        "noise and simulated rooms; tiny models trained from scratch on a CPU (l3se recipe "
-        "quickstart)",
+        trained_on=f"{speech} synthetic TTS speech ({voices} voices), generated noise and "
+        "simulated rooms; tiny models trained from scratch on a CPU (l3se recipe quickstart)",
         steps=trained_steps(cfg),
         measured=table,
         warning=warning,
@@ -220,6 +247,13 @@ def run(cfg: QuickstartConfig, log=print) -> dict:
             build_evalset_from_config(evalset, eval_cfg)
         except ValueError as e:  # the sources, or no utterance in the duration window
             raise UserError(str(e)) from None
+    # (title, eval set, report folder): the table's, or with a held-out engine its voices' first.
+    views = [("", evalset, cfg.runs / "report")]
+    if cfg.hold_out:
+        try:
+            views = held_out_views(cfg, evalset)
+        except ValueError as e:  # an engine the corpus does not have
+            raise UserError(str(e)) from None
     timings["material"] = time.perf_counter() - start
 
     timings.update(train_stages(cfg, log))
@@ -247,11 +281,15 @@ def run(cfg: QuickstartConfig, log=print) -> dict:
     log("[quickstart] evaluating")
     # "clean" is the metrics' own ceiling: pocketsphinx's WER on the TTS voices, DNSMOS of clean speech.
     systems = {k: None if v is None else str(v) for k, v in systems.items()} | {"clean": None}
-    results = evaluate(evalset, systems, metrics=cfg.metrics, out_dir=cfg.runs / "report",
-                       workers=cfg.workers, baselines=cfg.baselines)
+    tables = [evaluate(view, systems, metrics=cfg.metrics, out_dir=report, workers=cfg.workers,
+                       baselines=cfg.baselines) for _, view, report in views]
+    for (title, _, _), table in zip(views, tables):
+        if title:
+            log(f"[quickstart] {title}:")
+        log(format_comparison(table))
+    results = tables[0]
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    log(format_comparison(results))
     summary = summarise(results)
     below_noisy = promotion_failures(summary, "enhanced", ["noisy"])
     write_card(model_card(cfg, markdown_comparison(results), below_noisy), model)

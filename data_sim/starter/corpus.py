@@ -307,6 +307,32 @@ def _write_speech_split(root: Path, split: str, rows: list[dict]) -> None:
     _prune(root, split, keep, ("*/*/*.flac", "*/*/*.trans.txt"))
 
 
+def engine_speakers(speech: Path, engine: str) -> set[str]:
+    """Ids of the speakers of ``speech/speakers.json`` voiced by ``engine``; a ValueError naming
+    the engines there when it has none."""
+    voices = json.loads((speech / "speakers.json").read_text())
+    found = {str(spk) for spk, voice in voices.items() if voice["engine"] == engine}
+    if not found:
+        engines = sorted({voice["engine"] for voice in voices.values()})
+        raise ValueError(f"no speaker of {speech} is voiced by {engine!r}; its engines: "
+                         f"{', '.join(engines)}")
+    return found
+
+
+def train_without_engine(speech: Path, engine: str) -> Path:
+    """``speech/train_without_<engine>.jsonl``: the training utterances of every voice but
+    ``engine``'s, for measuring how a model trained without them does on them."""
+    held_out = engine_speakers(speech, engine)
+    rows = [json.loads(line) for line in (speech / "train.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if str(r["speaker"]) not in held_out]
+    if not kept:
+        raise ValueError(f"every training voice of {speech} is {engine}'s: holding them out "
+                         "leaves nothing to train on")
+    path = speech / f"train_without_{engine}.jsonl"
+    _write_manifest(path, kept)
+    return path
+
+
 # ----------------------------------------------------------------------------------------- noise
 
 

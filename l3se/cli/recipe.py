@@ -58,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "similarity are no worse than the noisy input's and the current default's in every "
         "subset",
     )
+    p.add_argument(
+        "--hold-out", metavar="ENGINE",
+        help="train without the starter corpus's voices of this TTS engine (espeak-ng, flite, "
+        "festival) and give the table for them and for the other voices apart: how the model "
+        "does on voices it never heard",
+    )
     p.set_defaults(func=_quickstart)
 
     p = cmds.add_parser(
@@ -197,10 +203,13 @@ def _quickstart(args) -> int:
 
     if args.steps <= 0:
         raise UserError("--steps must be positive")
+    if args.hold_out and args.promote:
+        raise UserError("--hold-out trains a model for measuring, not for use: it cannot be "
+                        "promoted (drop --promote)")
     cfg = QuickstartConfig(
         data=args.data, runs=args.runs, scale=args.scale, steps_scale=args.steps, starter=args.starter,
         evalset=args.evalset, workers=args.workers, promote=args.promote,
-        baselines=args.baselines,
+        baselines=args.baselines, hold_out=args.hold_out,
     )
     if args.metrics:
         cfg.metrics = args.metrics

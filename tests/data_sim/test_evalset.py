@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_sim.audio import load_audio
-from data_sim.evalset import EvalSetConfig, EvalSubset, build_evalset
+from data_sim.evalset import EvalSetConfig, EvalSubset, build_evalset, evalset_view
 from data_sim.mixer import MixConfig, active_power
 from data_sim.sources import load_source, read_rir_folder
 
@@ -37,3 +37,24 @@ def test_evalset_jsonl_matches_files(corpus, tmp_path):
     again = build_evalset(tmp_path / "again", load_source(corpus / "speech"),
                           load_source(corpus / "noise"), read_rir_folder(corpus / "rir"), cfg)
     assert again == rows
+
+
+def test_a_view_keeps_some_speakers_and_the_relative_paths(tmp_path):
+    evalset = tmp_path / "eval"
+    rows = []
+    for subset in ("general", "low"):
+        for speaker in (1, 2):
+            rel = f"{subset}/noisy/{speaker}-0.wav"
+            (evalset / rel).parent.mkdir(parents=True, exist_ok=True)
+            (evalset / rel).write_bytes(f"{subset}{speaker}".encode())
+            rows.append({"id": f"{speaker}-0", "subset": subset, "noisy": rel, "speaker": speaker})
+    (evalset / "evalset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    view = evalset_view(evalset, tmp_path / "view", {"2"})
+    kept = [json.loads(x) for x in (view / "evalset.jsonl").read_text().splitlines()]
+    assert kept == [r for r in rows if r["speaker"] == 2]
+    # Paths stay relative (outputs are matched by them) and reach the eval set's files.
+    assert [(view / r["noisy"]).read_bytes() for r in kept] == [b"general2", b"low2"]
+    assert evalset_view(evalset, tmp_path / "view", {"1"}) == view  # rewritten in place
+    assert len((view / "evalset.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="no utterance"):
+        evalset_view(evalset, tmp_path / "none", {"3"})

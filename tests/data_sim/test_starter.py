@@ -15,6 +15,7 @@ from scipy import signal
 
 from data_sim.audio import SAMPLE_RATE, audio_info, load_audio
 from data_sim.starter import StarterConfig, build_starter_corpus
+from data_sim.starter.corpus import engine_speakers, train_without_engine
 from data_sim.starter.noises import NOISE_KINDS
 from data_sim.starter.text import sentence_stream
 from data_sim.starter.tts import TTSError, Voice, available_engines, synthesize
@@ -127,6 +128,24 @@ def test_speakers_engines_and_held_out_test(built):
     assert not voices["train"] & voices["test"]
     texts = {s: {r["text"] for r in read_jsonl(out / "speech" / f"{s}.jsonl")} for s in SPLITS}
     assert not texts["train"] & texts["test"]
+
+
+def test_training_speech_without_one_engines_voices(built, tmp_path):
+    out, _ = built
+    speech = tmp_path / "speech"  # the built corpus stays as built, for the digest tests
+    speech.mkdir()
+    for name in ("speakers.json", "train.jsonl"):
+        shutil.copy(out / "speech" / name, speech)
+    speakers = json.loads((speech / "speakers.json").read_text())
+    train = read_jsonl(speech / "train.jsonl")
+    engine = speakers[str(train[0]["speaker"])]["engine"]
+    held_out = engine_speakers(speech, engine)
+    assert held_out == {s for s, v in speakers.items() if v["engine"] == engine}
+    kept = read_jsonl(train_without_engine(speech, engine))
+    assert kept == [r for r in train if str(r["speaker"]) not in held_out]
+    assert 0 < len(kept) < len(train)
+    with pytest.raises(ValueError, match="voiced by 'mbrola'; its engines: "):
+        engine_speakers(speech, "mbrola")
 
 
 def test_noise_kinds_present_and_coloured_slopes(built):

@@ -16,7 +16,13 @@ from l3se.card import read_card
 from l3se.cli import main
 from l3se.models.s2t import WavS2T
 from recipes.codec3_ablation import judge_cer
-from recipes.quickstart import STEPS, promotion_failures
+from recipes.quickstart import (
+    STEPS,
+    QuickstartConfig,
+    held_out_views,
+    promotion_failures,
+    stage_overrides,
+)
 from recipes.stages import PIPELINE, STAGES
 
 SMOKE_STARTER = [
@@ -185,6 +191,36 @@ def test_the_card_counts_the_steps_each_reused_stage_was_trained_for(tmp_path):
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["recipe", "quickstart", "--steps", "0"]) == 2
     assert "--steps must be positive" in capsys.readouterr().err
+    assert main(["recipe", "quickstart", "--hold-out", "flite", "--promote"]) == 2
+    assert "cannot be promoted" in capsys.readouterr().err
+
+
+def test_a_held_out_engine_trains_on_the_other_voices_and_is_measured_apart(tmp_path):
+    speech = tmp_path / "data" / "starter" / "speech"
+    speech.mkdir(parents=True)
+    engines = {"1": "espeak-ng", "2": "flite", "3": "espeak-ng", "4": "flite"}
+    (speech / "speakers.json").write_text(json.dumps({s: {"engine": e} for s, e in engines.items()}))
+    (speech / "train.jsonl").write_text("".join(
+        json.dumps({"id": f"{s}-0", "speaker": int(s)}) + "\n" for s in ("1", "2")))
+    evalset = tmp_path / "data" / "evalset"
+    (evalset / "general").mkdir(parents=True)
+    (evalset / "evalset.jsonl").write_text("".join(
+        json.dumps({"id": f"{s}-0", "subset": "general", "speaker": int(s)}) + "\n"
+        for s in ("3", "4")))
+    cfg = QuickstartConfig(data=tmp_path / "data", runs=tmp_path / "runs", hold_out="flite")
+    views = held_out_views(cfg, evalset)
+    assert [(title, report.name) for title, _, report in views] == [
+        ("flite's voices, held out from training", "report-flite"),
+        ("the other voices", "report-others")]
+    speakers = [[json.loads(x)["speaker"] for x in (view / "evalset.jsonl").open()]
+                for _, view, _ in views]
+    assert speakers == [[4], [3]]
+    assert [json.loads(x)["speaker"] for x in (speech / "train_without_flite.jsonl").open()] == [1]
+    assert f"data.speech={cfg.data}/starter/speech/train_without_flite.jsonl" in \
+        stage_overrides("codec-1", cfg)
+    (speech / "train.jsonl").write_text(json.dumps({"id": "2-0", "speaker": 2}) + "\n")
+    with pytest.raises(ValueError, match="leaves nothing to train on"):
+        held_out_views(cfg, evalset)
 
 
 def scores(stoi, wer, sim, dnsmos=1.0):
