@@ -129,7 +129,8 @@ def held_out_views(cfg: QuickstartConfig, evalset: Path) -> list[tuple[str, Path
     engine = cfg.hold_out
     train_without_engine(speech, engine)
     held_out = engine_speakers(speech, engine)
-    voices = {str(r["speaker"]) for r in map(json.loads, (evalset / "evalset.jsonl").open())}
+    rows = (evalset / "evalset.jsonl").read_text().splitlines()
+    voices = {str(json.loads(row)["speaker"]) for row in rows}
     return [
         (f"{engine}'s voices, held out from training",
          evalset_view(evalset, cfg.runs / f"evalset-{engine}", held_out),

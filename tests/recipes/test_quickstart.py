@@ -212,10 +212,11 @@ def test_a_held_out_engine_trains_on_the_other_voices_and_is_measured_apart(tmp_
     assert [(title, report.name) for title, _, report in views] == [
         ("flite's voices, held out from training", "report-flite"),
         ("the other voices", "report-others")]
-    speakers = [[json.loads(x)["speaker"] for x in (view / "evalset.jsonl").open()]
-                for _, view, _ in views]
-    assert speakers == [[4], [3]]
-    assert [json.loads(x)["speaker"] for x in (speech / "train_without_flite.jsonl").open()] == [1]
+    def speakers(manifest):
+        return [json.loads(x)["speaker"] for x in manifest.read_text().splitlines()]
+
+    assert [speakers(view / "evalset.jsonl") for _, view, _ in views] == [[4], [3]]
+    assert speakers(speech / "train_without_flite.jsonl") == [1]
     assert f"data.speech={cfg.data}/starter/speech/train_without_flite.jsonl" in \
         stage_overrides("codec-1", cfg)
     (speech / "train.jsonl").write_text(json.dumps({"id": "2-0", "speaker": 2}) + "\n")
