@@ -411,8 +411,9 @@ class Enhancer:
         longest = max(p.shape[1] for p in prefixes)
         prefix = torch.cat([F.pad(p, (0, 0, 0, longest - p.shape[1])) for p in prefixes])
         frame_lengths = torch.cat([f.frame_lengths for f in feats])
+        entries = self.codec.entry_vectors() if decode.strategy == "mbr" else None
         codes = decoding.generate(self.lm, prefix, frame_lengths, decode, seeds,
-                                  engine=self.decoding, entries=self.codec.entry_vectors())
+                                  engine=self.decoding, entries=entries)
         groups = codes.split([len(p) for p in prefixes])
         return [c[..., : p.shape[1]] for c, p in zip(groups, prefixes)]
 
