@@ -45,7 +45,7 @@ class DecodeConfig:
     # codebook's vectors under the LM's distribution (at ``temperature``), so that an uncertain
     # LM picks an entry near what its candidates have in common instead of one of them. A small
     # LM's argmax decodes below the codec's own quantization of the NI-Encoder output; see
-    # docs/training.md for the measurements.
+    # docs/diagnosis.md for the measurements.
     strategy: Literal["greedy", "sample", "mbr"] = "greedy"
     temperature: float = 1.0
     # 0: no top-k filtering.
