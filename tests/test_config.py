@@ -37,9 +37,20 @@ def test_unknown_key_is_named_with_suggestion(tmp_path):
         load_config(Cfg, p)
 
 
+def test_a_number_yaml_reads_as_a_string_is_taken_as_the_number(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  lr: 3e-4\n")
+    assert load_config(Cfg, p).optim.lr == 3e-4
+    assert load_config(Cfg, None, ["optim.lr=1e-3"]).optim.lr == 1e-3
+
+
 def test_type_errors_and_bad_override():
     with pytest.raises(ConfigError, match="steps: expected an integer"):
         load_config(Cfg, None, ["steps=abc"])
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got 'fast'"):
+        load_config(Cfg, None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="optim.lr: expected a number"):
+        load_config(Cfg, None, ["optim.lr=true"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(Cfg, None, ["steps"])
 
