@@ -176,13 +176,24 @@ def promotion_failures(summary: dict, candidate: str, rivals: list[str]) -> list
 def trained_steps(cfg: QuickstartConfig) -> dict[str, int]:
     """Steps each stage's run was configured for, which for a reused stage may not be this run's
     STEPS; 0 for a stage that passed its starting model on (no run config)."""
+    stages = {(cfg.runs / stage).resolve() for stage in STEPS[cfg.scale]}
+    return {stage: run_steps(cfg.runs / stage / "config.yaml", stages)
+            for stage in STEPS[cfg.scale]}
+
+
+def run_steps(run_config: Path, stages: set[Path]) -> int:
+    """A run's steps, plus those of the run it continued: the one whose ``<run>/model`` is its
+    ``init_from``, unless that run is one of ``stages`` (codec-2 starts from codec-1's model,
+    whose steps count on codec-1's line)."""
     import yaml
 
-    steps = {}
-    for stage in STEPS[cfg.scale]:
-        run_config = cfg.runs / stage / "config.yaml"
-        steps[stage] = (yaml.safe_load(run_config.read_text())["train"]["max_steps"]
-                        if run_config.is_file() else 0)
+    if not run_config.is_file():
+        return 0
+    run = yaml.safe_load(run_config.read_text())
+    steps = run["train"]["max_steps"]
+    source = Path(run["init_from"]) if run.get("init_from") else None
+    if source is not None and source.name == "model" and source.parent.resolve() not in stages:
+        steps += run_steps(source.parent / "config.yaml", stages)
     return steps
 
 

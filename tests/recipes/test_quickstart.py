@@ -188,6 +188,23 @@ def test_the_card_counts_the_steps_each_reused_stage_was_trained_for(tmp_path):
         "codec-1": 16000, "codec-2": 0, "s2t": 800, "distill": 10000, "lm": 5000}
 
 
+def test_the_card_counts_the_steps_of_the_run_a_stage_continued(tmp_path):
+    runs = tmp_path / "runs"
+    cfg = quickstart_recipe.QuickstartConfig(runs=runs)
+    earlier = tmp_path / "codec1-16k"
+    earlier.mkdir()
+    (earlier / "config.yaml").write_text("train:\n  max_steps: 16000\ninit_from: null\n")
+    stages = {"codec-1": f"init_from: {earlier}/model", "codec-2": f"init_from: {runs}/codec-1/model",
+              "distill": "init_from: null"}
+    for stage, init_from in stages.items():
+        (runs / stage).mkdir(parents=True)
+        (runs / stage / "config.yaml").write_text(f"train:\n  max_steps: 1000\n{init_from}\n")
+    # codec-1 continued a run outside the chain: both runs' steps. codec-2 started from
+    # codec-1's model, whose steps are on codec-1's line.
+    assert quickstart_recipe.trained_steps(cfg) == {
+        "codec-1": 17000, "codec-2": 1000, "s2t": 0, "distill": 1000, "lm": 0}
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert main(["recipe", "quickstart", "--steps", "0"]) == 2
     assert "--steps must be positive" in capsys.readouterr().err
