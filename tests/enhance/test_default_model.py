@@ -14,11 +14,11 @@ from tests.enhance import test_golden as golden
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_is_small_and_samples_as_the_lm_config_it_was_built_with_said():
+def test_is_small_and_decodes_as_the_lm_config_it_was_built_with_said():
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
     assert 1e6 < size <= 30e6
     decode = read_config(DEFAULT_MODEL_DIR).decode
-    assert (decode.strategy, decode.temperature) == ("sample", 0.6)
+    assert (decode.strategy, decode.temperature) == ("mbr", 1.0)
 
 
 def test_card_says_what_it_was_trained_on_and_where_it_is_weak():
@@ -26,11 +26,13 @@ def test_card_says_what_it_was_trained_on_and_where_it_is_weak():
 
     card = read_card(DEFAULT_MODEL_DIR)
     # Its own steps, which need not be today's quickstart's: a default is replaced only by a
-    # model that beats it.
-    assert list(card.steps) == PIPELINE and all(n > 0 for n in card.steps.values())
+    # model that beats it. codec-2 passes codec-1's model on at this scale (0 steps).
+    assert list(card.steps) == PIPELINE
+    assert all(n > 0 for stage, n in card.steps.items() if stage != "codec-2")
     assert "synthetic TTS speech" in card.trained_on and "CPU" in card.trained_on
     assert "synthetic voices" in card.warning and "may degrade real recordings" in card.warning
-    assert "below the noisy input" in card.warning
+    # Promoted by the rule, so no promotion metric of its eval set is below the noisy input's.
+    assert "below the noisy input" not in card.warning
     for row in ("noisy", "enhanced", "direct", "codec", "dfn3", "clean"):
         assert f"| {row} |" in card.measured, row
 
